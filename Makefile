@@ -1,0 +1,46 @@
+# Two commands for a newcomer: `make run` and `make test` (see README.md).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+# Re-install whenever pyproject.toml changes.
+STAMP_APP := $(VENV)/.stamp-app-$(shell cksum pyproject.toml | cut -d' ' -f1)
+STAMP_DEV := $(VENV)/.stamp-dev-$(shell cksum pyproject.toml | cut -d' ' -f1)
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test test-sqlite test-postgres lint bench tiny-models docs-config clean-venv
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(STAMP_APP): | $(VENV)/bin/python
+	$(PIP) install -q -e '.[ml]'
+	touch $@
+
+$(STAMP_DEV): | $(VENV)/bin/python
+	$(PIP) install -q -e '.[ml,eval,dev]'
+	touch $@ $(STAMP_APP)
+
+## make run: install, migrate and start the app with embedded defaults on http://127.0.0.1:8000
+run: $(STAMP_APP)
+	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} $(VENV)/bin/repic serve --host $(HOST) --port $(PORT)
+
+## make test: install dev extras, start what the tests need, run the suite on SQLite and PostgreSQL
+test: $(STAMP_DEV)
+	VENV=$(VENV) scripts/test.sh
+
+lint: $(STAMP_DEV)
+	$(VENV)/bin/ruff check app worker trainer tests bench
+	$(VENV)/bin/mypy app worker trainer
+
+tiny-models: $(STAMP_APP)
+	$(VENV)/bin/repic models build-tiny data/models/tiny
+
+docs-config: $(STAMP_APP)
+	$(VENV)/bin/repic config docs > docs/configuration.md
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,12 @@
+"""All API routers, aggregated under /api."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.api.routes import auth, concepts, health
+
+api_router = APIRouter(prefix="/api")
+api_router.include_router(health.router)
+api_router.include_router(auth.router)
+api_router.include_router(concepts.router)

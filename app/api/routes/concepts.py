@@ -1,0 +1,140 @@
+"""Concepts and their photos, scoped to the caller (another user's concept is a 404)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, UploadFile, status
+from fastapi.responses import FileResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import ContainerDep, CurrentUser, SessionDep
+from app.api.schemas import (
+    ConceptPublic,
+    ConceptsPublic,
+    ConceptUpdate,
+    ImagesPublic,
+    ImageUpdate,
+    ImagePublic,
+)
+from app.api.serializers import concept_public, image_public
+from app.api.uploads import read_uploads
+
+router = APIRouter(prefix="/concepts", tags=["concepts"])
+
+MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+
+
+@router.get("", response_model=ConceptsPublic)
+def list_concepts(
+    user: CurrentUser, session: SessionDep, container: ContainerDep,
+    skip: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> ConceptsPublic:
+    rows, count = container.concepts.list(session, user, skip=skip, limit=limit)
+    return ConceptsPublic(data=[concept_public(c) for c in rows], count=count)
+
+
+@router.post("", response_model=ConceptPublic, status_code=status.HTTP_201_CREATED)
+async def create_concept(
+    user: CurrentUser,
+    session: SessionDep,
+    container: ContainerDep,
+    name: Annotated[str, Form()],
+    images: Annotated[list[UploadFile], File(description="One or more JPEG/PNG/WebP photos")],
+    description: Annotated[str, Form()] = "",
+    category: Annotated[str, Form()] = "",
+    use_for_training: Annotated[bool, Form()] = False,
+) -> ConceptPublic:
+    uploads = await read_uploads(images, container.settings.storage.max_upload_bytes)
+
+    concept = await run_in_threadpool(
+        container.concepts.create, session, user, name=name, description=description,
+        category=category, use_for_training=use_for_training, uploads=uploads,
+    )
+    return concept_public(concept)
+
+
+@router.get("/{concept_id}", response_model=ConceptPublic)
+def get_concept(
+    concept_id: int, user: CurrentUser, session: SessionDep, container: ContainerDep
+) -> ConceptPublic:
+    return concept_public(container.concepts.get(session, user, concept_id))
+
+
+@router.patch("/{concept_id}", response_model=ConceptPublic)
+def update_concept(
+    concept_id: int, body: ConceptUpdate, user: CurrentUser, session: SessionDep,
+    container: ContainerDep,
+) -> ConceptPublic:
+    concept = container.concepts.update(
+        session, user, concept_id, **body.model_dump(exclude_unset=True)
+    )
+    return concept_public(concept)
+
+
+@router.delete("/{concept_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_concept(
+    concept_id: int, user: CurrentUser, session: SessionDep, container: ContainerDep
+) -> Response:
+    container.concepts.delete(session, user, concept_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/{concept_id}/images", response_model=ImagesPublic, status_code=status.HTTP_201_CREATED
+)
+async def add_images(
+    concept_id: int,
+    user: CurrentUser,
+    session: SessionDep,
+    container: ContainerDep,
+    images: Annotated[list[UploadFile], File(description="One or more JPEG/PNG/WebP photos")],
+) -> ImagesPublic:
+    uploads = await read_uploads(images, container.settings.storage.max_upload_bytes)
+
+    rows = await run_in_threadpool(container.concepts.add_images, session, user, concept_id, uploads)
+    return ImagesPublic(data=[image_public(r) for r in rows], count=len(rows))
+
+
+@router.patch("/{concept_id}/images/{image_id}", response_model=ImagePublic)
+def update_image(
+    concept_id: int, image_id: int, body: ImageUpdate, user: CurrentUser, session: SessionDep,
+    container: ContainerDep,
+) -> ImagePublic:
+    row = container.concepts.set_image_flags(
+        session, user, concept_id, image_id, **body.model_dump(exclude_unset=True)
+    )
+    return image_public(row)
+
+
+@router.delete("/{concept_id}/images/{image_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_image(
+    concept_id: int, image_id: int, user: CurrentUser, session: SessionDep,
+    container: ContainerDep,
+) -> Response:
+    container.concepts.delete_image(session, user, concept_id, image_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{concept_id}/images/{image_id}", response_class=FileResponse)
+def get_image_file(
+    concept_id: int, image_id: int, user: CurrentUser, session: SessionDep,
+    container: ContainerDep,
+) -> FileResponse:
+    row = container.concepts.get_image(session, user, concept_id, image_id)
+    return FileResponse(
+        container.store.absolute(row.path), media_type=MEDIA_TYPES.get(row.format),
+        headers={"Cache-Control": "private, max-age=86400"},
+    )
+
+
+@router.get("/{concept_id}/images/{image_id}/thumbnail", response_class=FileResponse)
+def get_image_thumbnail(
+    concept_id: int, image_id: int, user: CurrentUser, session: SessionDep,
+    container: ContainerDep,
+) -> FileResponse:
+    row = container.concepts.get_image(session, user, concept_id, image_id)
+    path = container.store.thumbnail(row.path, container.settings.storage.thumbnail_size)
+    return FileResponse(
+        path, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"}
+    )

@@ -1,0 +1,22 @@
+"""Read multipart files into memory with a size cap, before any validation or write."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fastapi import UploadFile
+
+from app.errors import PayloadTooLarge
+from app.services.concepts import Upload
+
+
+async def read_uploads(files: Sequence[UploadFile], max_bytes: int) -> list[Upload]:
+    uploads = []
+    for f in files:
+        data = await f.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise PayloadTooLarge(
+                f"{f.filename or 'upload'}: more than the limit of {max_bytes} bytes"
+            )
+        uploads.append(Upload(data=data, filename=f.filename, content_type=f.content_type))
+    return uploads

@@ -1,0 +1,115 @@
+"""The ``repic`` operator command (Typer): serve, migrate, users, models, index, train, eval."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from app.settings import get_settings
+
+app = typer.Typer(help="RePIC personalized captioning service.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+users_app = typer.Typer(help="Accounts.", no_args_is_help=True)
+config_app = typer.Typer(help="Settings.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(users_app, name="users")
+app.add_typer(config_app, name="config")
+
+
+def _fail(message: str) -> None:
+    typer.secho(message, fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 1,
+    migrate: Annotated[bool, typer.Option(help="Upgrade the database first.")] = True,
+    reload: Annotated[bool, typer.Option(help="Reload on code changes (development).")] = False,
+) -> None:
+    """Run the web app (and, in the embedded profile, a local worker)."""
+    import uvicorn
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if migrate:
+        from app.migrate import upgrade
+
+        upgrade(settings.database_url)
+    typer.echo(f"RePIC on http://{host}:{port}  (data: {settings.data_dir}, db: "
+               f"{settings.database_url.split('@')[-1]})")
+    uvicorn.run(
+        "app.asgi:app", host=host, port=port, workers=workers if not reload else 1,
+        reload=reload, proxy_headers=True,
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
+    """Upgrade the schema to a revision (default: the newest)."""
+    from app.migrate import upgrade
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.database_url, revision)
+    typer.echo(f"database at {revision}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the schema revision of the database."""
+    from app.migrate import current
+
+    typer.echo(current(get_settings().database_url) or "(empty database)")
+
+
+@users_app.command("create-admin")
+def create_admin(
+    username: Annotated[str, typer.Argument(help="Admin user name.")],
+    password: Annotated[
+        str | None,
+        typer.Option(help="Password; read from REPIC_ADMIN_PASSWORD or asked for if absent."),
+    ] = None,
+) -> None:
+    """Create the first admin (or promote an existing user to admin)."""
+    from app.container import build_container
+    from app.db import session_scope
+    from app.errors import DomainError
+    from app.services.users import create_admin as make_admin
+
+    password = password or os.environ.get("REPIC_ADMIN_PASSWORD") or getpass.getpass(
+        "Password: "
+    )
+    settings = get_settings()
+    container = build_container(settings)
+    try:
+        with session_scope(container.session_factory) as session:
+            user = make_admin(session, username, password, settings.auth.min_password_length)
+            typer.echo(f"admin {user.username!r} ready")
+    except DomainError as exc:
+        _fail(exc.detail)
+    finally:
+        container.close()
+
+
+@config_app.command("show")
+def config_show() -> None:
+    """Print the effective settings as JSON (secrets masked)."""
+    data = get_settings().model_dump(mode="json")
+    data["auth"]["secret_key"] = "***"
+    typer.echo(json.dumps(data, indent=2))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""The RePIC prompt format, shared by serving (captions) and training (GRPO records).
+
+Training and serving must never drift: the trainer imports this module to lay out its prompts,
+and unit tests pin the exact text (REPIC_SPEC.md §2 and §4).
+
+Messages use the Hugging Face chat format: ``{"role": ..., "content": [...]}`` where an image is
+the placeholder ``{"type": "image"}``; the images themselves travel beside the messages, in the
+order of their placeholders. Backends turn placeholders into what their engine expects (pixel
+tensors in-process, base64 ``data:`` URLs for an OpenAI-compatible server).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+SYSTEM_TEXT = (
+    "You are a captioning assistant. Your task is to generate an accurate caption for the "
+    "query image.\nBelow is additional information about the reference images."
+)
+
+#: The paper's rotating caption questions (REPIC_SPEC.md §4).
+CAPTION_QUESTIONS: tuple[str, ...] = (
+    "Give a personalized caption of this image.",
+    "Give a caption of the image.",
+    "Can you provide a personalized caption of this photo?",
+    "Provide a caption of the given image.",
+)
+
+QUERY_PREFIX = "This is the query image."
+
+#: Instruction preambles and suffixes of the training tasks (REPIC_SPEC.md §2).
+OCT_INSTRUCTION = (
+    "As an evaluation expert, verify whether the object identified as {name} in the first "
+    "image is also present in the second image. Answer with yes or no."
+)
+OCT_SUFFIX = " The final answer must be either 'yes' or 'no' with no additional output."
+ICT_SINGLE_INSTRUCTION = (
+    "You are a captioning expert. Generate an accurate caption for the second image while "
+    "referencing the first image. Both images contain the same object, named {name}."
+)
+ICT_MULTI_INSTRUCTION = (
+    "You are a captioning expert. Generate an accurate caption for the last query image while "
+    "referencing the given reference images. The reference images each contain an object, "
+    "named respectively as {names}."
+)
+VLT_SUFFIX = " For bounding box coordinates, return the final answer in JSON format."
+ICT_SUFFIXES: tuple[tuple[str, float], ...] = (
+    (" Output the final answer including its name.", 0.2),
+    (" Output the final answer without duplicating the given information.", 0.2),
+    ("", 0.6),
+)
+DETAIL_QUESTION = "Describe the image in detail."
+
+
+def format_name(name: str) -> str:
+    """Write a concept name the way the model sees and must repeat it: ``<name>``.
+
+    A name that is already bracketed is kept as it is, so ``<bo>`` never becomes ``<<bo>>``.
+    """
+    name = name.strip()
+    if name.startswith("<") and name.endswith(">") and len(name) > 2:
+        return name
+    return f"<{name}>"
+
+
+def strip_name(name: str) -> str:
+    """The bare name inside ``<...>`` (the inverse of :func:`format_name`)."""
+    name = name.strip()
+    if name.startswith("<") and name.endswith(">") and len(name) > 2:
+        return name[1:-1]
+    return name
+
+
+def join_names(names: Sequence[str]) -> str:
+    """``<a>`` / ``<a> and <b>`` / ``<a>, <b> and <c>``, as the multi-ICT instruction reads."""
+    formatted = [format_name(n) for n in names]
+    if len(formatted) <= 1:
+        return "".join(formatted)
+    return ", ".join(formatted[:-1]) + " and " + formatted[-1]
+
+
+def pick_question(rng: random.Random | None = None) -> str:
+    """One of the paper's caption questions, chosen by ``rng`` (rotation as in the paper)."""
+    return (rng or random).choice(CAPTION_QUESTIONS)
+
+
+@dataclass(frozen=True)
+class Demonstration:
+    """A reference image with its concept's name and info, shown before the query."""
+
+    name: str
+    info: str
+    image: Any
+
+
+@dataclass
+class Prompt:
+    """Chat messages with image placeholders, and the images in placeholder order."""
+
+    messages: list[dict[str, Any]]
+    images: list[Any] = field(default_factory=list)
+    question: str = ""
+
+    def text(self) -> str:
+        """All text parts joined, images shown as ``<image>`` (for logs and tests)."""
+        parts: list[str] = []
+        for message in self.messages:
+            for item in message["content"]:
+                parts.append("<image>" if item["type"] == "image" else item["text"])
+        return "\n".join(parts)
+
+
+def demonstration_text(index: int, name: str, info: str) -> str:
+    """``"1. Name: <bo>, Info: a corgi"``: the line that follows each reference image."""
+    return f"{index}. Name: {format_name(name)}, Info: {info.strip()}"
+
+
+def build_caption_prompt(
+    demonstrations: Sequence[Demonstration],
+    query_image: Any,
+    question: str | None = None,
+    rng: random.Random | None = None,
+) -> Prompt:
+    """RePIC's inference layout (REPIC_SPEC.md §4), identical for 1, 2 and 4 concepts.
+
+    system text; then per demonstration its image and ``"i. Name: <name>, Info: <info>"``;
+    then the query image and ``"This is the query image. <question>"``. With no demonstration
+    the query is still asked, so a photo with none of the user's concepts gets a plain caption.
+    """
+    question = (question or "").strip() or pick_question(rng)
+    content: list[dict[str, Any]] = []
+    images: list[Any] = []
+    for index, demo in enumerate(demonstrations, start=1):
+        content.append({"type": "image"})
+        images.append(demo.image)
+        content.append({"type": "text", "text": demonstration_text(index, demo.name, demo.info)})
+    content.append({"type": "image"})
+    images.append(query_image)
+    content.append({"type": "text", "text": f"{QUERY_PREFIX} {question}"})
+    messages = [
+        {"role": "system", "content": [{"type": "text", "text": SYSTEM_TEXT}]},
+        {"role": "user", "content": content},
+    ]
+    return Prompt(messages=messages, images=images, question=question)
+
+
+def build_training_prompt(images: Sequence[Any], problem: str) -> Prompt:
+    """A training record's prompt: its images (references first, query last), then the problem.
+
+    This is the layout of RePIC's GRPO records (REPIC_SPEC.md §2): one user turn, no system
+    text, the instruction text after the images.
+    """
+    content: list[dict[str, Any]] = [{"type": "image"} for _ in images]
+    content.append({"type": "text", "text": problem})
+    return Prompt(messages=[{"role": "user", "content": content}], images=list(images))
+
+
+def oct_problem(name: str) -> str:
+    """Object-consistency instruction for ``name`` with its yes/no suffix."""
+    return OCT_INSTRUCTION.format(name=format_name(name)) + OCT_SUFFIX
+
+
+def ict_single_problem(name: str, suffix: str = "") -> str:
+    """Single-identity captioning instruction for ``name``, with an optional suffix."""
+    return ICT_SINGLE_INSTRUCTION.format(name=format_name(name)) + suffix
+
+
+def ict_multi_problem(names: Sequence[str], suffix: str = "") -> str:
+    """Multi-identity captioning instruction for ``names`` (2-3 references)."""
+    return ICT_MULTI_INSTRUCTION.format(names=join_names(names)) + suffix
+
+
+def vlt_problem(expression: str) -> str:
+    """Visual-localization instruction: ask for the box of ``expression`` in JSON."""
+    return f"Locate {expression.strip()} in the image and output its bounding box." + VLT_SUFFIX
+
+
+def pick_ict_suffix(rng: random.Random) -> str:
+    """The paper's random ICT suffix: 20% 'including its name', 20% 'without duplicating', 60% none."""
+    suffixes = [s for s, _ in ICT_SUFFIXES]
+    weights = [w for _, w in ICT_SUFFIXES]
+    return rng.choices(suffixes, weights=weights, k=1)[0]

@@ -1,0 +1,44 @@
+"""Build every tiny offline model at once (``repic models build-tiny DIR``).
+
+Layout, the same as real models so the same loading code reads both::
+
+    DIR/vlm/       tiny Qwen2.5-VL (config, weights, byte-level tokenizer, processor)
+    DIR/clip/      tiny open_clip (open_clip_config.json + open_clip_model.safetensors)
+    DIR/detector/  tiny OWLv2 (config, weights, processor)
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+PARTS = ("vlm", "clip", "detector")
+
+
+def tiny_paths(root: Path) -> dict[str, Path]:
+    return {part: root / part for part in PARTS}
+
+
+def tiny_models_ready(root: Path) -> bool:
+    paths = tiny_paths(root)
+    return all((p / ".complete").exists() for p in paths.values())
+
+
+def build_tiny_models(root: Path, seed: int = 0, force: bool = False) -> dict[str, Path]:
+    """Build the tiny VLM, CLIP and detector under ``root`` (skipping complete ones)."""
+    from app.ml.tiny_clip import build_tiny_clip
+    from app.ml.tiny_detector import build_tiny_owl
+    from app.ml.tiny_vlm import build_tiny_vlm
+
+    builders = {"vlm": build_tiny_vlm, "clip": build_tiny_clip, "detector": build_tiny_owl}
+    paths = tiny_paths(root)
+    for part, path in paths.items():
+        marker = path / ".complete"
+        if marker.exists() and not force:
+            continue
+        log.info("building tiny %s in %s", part, path)
+        builders[part](path, seed=seed)
+        marker.write_text("ok\n")
+    return paths

@@ -1,0 +1,1 @@
+"""Business logic. Services know nothing of HTTP; routes and tasks call them."""

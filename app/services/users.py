@@ -1,0 +1,128 @@
+"""Accounts and API tokens."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.errors import Conflict, InvalidInput, NotAuthenticated, NotFound
+from app.models import ApiToken, User, utcnow
+from app.security import hash_password, new_token, token_digest, verify_password
+
+USERNAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{3,64}$")
+#: last_used_at is written at most this often per token, so every request is not a write.
+LAST_USED_RESOLUTION = dt.timedelta(seconds=60)
+
+
+def validate_credentials(username: str, password: str, min_password_length: int) -> str:
+    username = (username or "").strip()
+    if not USERNAME_RE.match(username):
+        raise InvalidInput(
+            "Username must be 3-64 characters: letters, digits, '_', '.' or '-'"
+        )
+    if len(password or "") < min_password_length:
+        raise InvalidInput(f"Password must be at least {min_password_length} characters")
+    if len(password) > 1024:
+        raise InvalidInput("Password must be at most 1024 characters")
+    return username
+
+
+def register(
+    session: Session, username: str, password: str, *, min_password_length: int = 8,
+    is_admin: bool = False,
+) -> User:
+    username = validate_credentials(username, password, min_password_length)
+    if session.scalar(select(User.id).where(func.lower(User.username) == username.lower())):
+        raise Conflict("Username already taken")
+    user = User(username=username, password_hash=hash_password(password), is_admin=is_admin)
+    session.add(user)
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        raise Conflict("Username already taken") from None
+    return user
+
+
+def authenticate(session: Session, username: str, password: str) -> User:
+    user = session.scalar(select(User).where(User.username == (username or "").strip()))
+    if user is None or not verify_password(user.password_hash, password or ""):
+        raise NotAuthenticated("Incorrect username or password")
+    return user
+
+
+def create_admin(session: Session, username: str, password: str, min_password_length: int = 8) -> User:
+    """Create an admin account, or promote an existing one and reset its password."""
+    existing = session.scalar(select(User).where(User.username == username))
+    if existing is not None:
+        validate_credentials(username, password, min_password_length)
+        existing.is_admin = True
+        existing.password_hash = hash_password(password)
+        return existing
+    return register(
+        session, username, password, min_password_length=min_password_length, is_admin=True
+    )
+
+
+def create_token(
+    session: Session, user: User, name: str, ttl_days: int | None = None
+) -> tuple[str, ApiToken]:
+    """A new bearer token; the plain text is returned once and never stored."""
+    name = (name or "").strip()
+    if not name or len(name) > 100:
+        raise InvalidInput("Token name must be 1-100 characters")
+    token = new_token()
+    expires = utcnow() + dt.timedelta(days=ttl_days) if ttl_days else None
+    row = ApiToken(
+        user_id=user.id,
+        name=name,
+        token_hash=token_digest(token),
+        prefix=token[:12],
+        expires_at=expires,
+    )
+    session.add(row)
+    session.flush()
+    return token, row
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    # SQLite returns naive datetimes for timezone-aware columns; they were written in UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value
+
+
+def user_for_token(session: Session, token: str) -> User | None:
+    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == token_digest(token)))
+    now = utcnow()
+    if row is None or row.revoked_at is not None:
+        return None
+    expires = _aware(row.expires_at)
+    if expires is not None and expires <= now:
+        return None
+    last = _aware(row.last_used_at)
+    if last is None or now - last > LAST_USED_RESOLUTION:
+        row.last_used_at = now
+        session.commit()
+    return session.get(User, row.user_id)
+
+
+def list_tokens(session: Session, user: User) -> list[ApiToken]:
+    return list(
+        session.scalars(
+            select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id.desc())
+        )
+    )
+
+
+def revoke_token(session: Session, user: User, token_id: int) -> ApiToken:
+    row = session.get(ApiToken, token_id)
+    if row is None or row.user_id != user.id:
+        raise NotFound("Token not found")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+    return row

@@ -1,0 +1,53 @@
+// Small progressive enhancements: confirmations and drag-and-drop multi-photo upload.
+(function () {
+  "use strict";
+  document.addEventListener("submit", function (ev) {
+    var msg = ev.target.getAttribute && ev.target.getAttribute("data-confirm");
+    if (msg && !window.confirm(msg)) { ev.preventDefault(); }
+  });
+
+  function setupDropzone(zone) {
+    var input = zone.querySelector("input[type=file]");
+    var previews = zone.querySelector(".previews");
+    if (!input) { return; }
+    function render() {
+      if (!previews) { return; }
+      previews.innerHTML = "";
+      Array.prototype.forEach.call(input.files, function (file) {
+        var fig = document.createElement("figure");
+        var img = document.createElement("img");
+        img.src = URL.createObjectURL(file);
+        img.alt = file.name;
+        var cap = document.createElement("figcaption");
+        cap.textContent = file.name;
+        fig.appendChild(img); fig.appendChild(cap); previews.appendChild(fig);
+      });
+    }
+    function addFiles(files) {
+      var dt = new DataTransfer();
+      Array.prototype.forEach.call(input.files, function (f) { dt.items.add(f); });
+      Array.prototype.forEach.call(files, function (f) {
+        if (/^image\//.test(f.type)) { dt.items.add(f); }
+      });
+      input.files = dt.files;
+      render();
+      input.dispatchEvent(new Event("change-rendered"));
+    }
+    input.addEventListener("change", render);
+    ["dragenter", "dragover"].forEach(function (t) {
+      zone.addEventListener(t, function (e) { e.preventDefault(); zone.classList.add("over"); });
+    });
+    ["dragleave", "drop"].forEach(function (t) {
+      zone.addEventListener(t, function (e) { e.preventDefault(); zone.classList.remove("over"); });
+    });
+    zone.addEventListener("drop", function (e) { addFiles(e.dataTransfer.files); });
+    zone.repicAddFiles = addFiles;
+  }
+  document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll(".dropzone").forEach(setupDropzone);
+  });
+  window.repicCsrf = function () {
+    var m = document.querySelector("meta[name=csrf-token]");
+    return m ? m.content : "";
+  };
+})();

@@ -1,0 +1,30 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+
+def test_health_is_ok(client) -> None:
+    r = client.get("/api/health")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ok"}
+
+
+def test_ready_checks_database_and_storage(client) -> None:
+    r = client.get("/api/ready")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["checks"] == {"database": "ok", "storage": "ok"}
+
+
+def test_ready_is_503_when_database_is_gone(settings_factory, tmp_path) -> None:
+    from fastapi.testclient import TestClient
+
+    from app.container import build_container
+    from app.main import create_app
+
+    settings = settings_factory(database={"url": f"sqlite:///{tmp_path}/missing/dir/x.db"})
+    container = build_container(settings)
+    with TestClient(create_app(container=container)) as c:
+        r = c.get("/api/ready")
+    assert r.status_code == 503
+    assert r.json()["checks"]["database"].startswith("error")
