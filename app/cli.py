@@ -19,6 +19,11 @@ config_app = typer.Typer(help="Settings.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
 app.add_typer(config_app, name="config")
+models_app = typer.Typer(help="Model files (tiny offline models for tests and demos).",
+                         no_args_is_help=True)
+index_app = typer.Typer(help="The FAISS index of concept photos.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(index_app, name="index")
 
 
 def _fail(message: str) -> None:
@@ -105,6 +110,101 @@ def config_show() -> None:
     data = get_settings().model_dump(mode="json")
     data["auth"]["secret_key"] = "***"
     typer.echo(json.dumps(data, indent=2))
+
+
+@models_app.command("build-tiny")
+def models_build_tiny(
+    directory: Annotated[Path, typer.Argument(help="Folder to write vlm/, clip/, detector/ to.")],
+    force: Annotated[bool, typer.Option(help="Rebuild even if present.")] = False,
+) -> None:
+    """Build tiny random-weight models (Qwen2.5-VL, CLIP, OWLv2) with no download."""
+    from app.ml.tiny import build_tiny_models
+
+    paths = build_tiny_models(directory, force=force)
+    for part, path in paths.items():
+        typer.echo(f"{part:9s} {path}")
+    typer.echo(
+        "Use them with: REPIC_CAPTION__MODEL={vlm} REPIC_EMBEDDER__MODEL_NAME=local-dir:{clip} "
+        "REPIC_EMBEDDER__PRETRAINED= REPIC_DETECTOR__MODEL={detector}".format(**paths)
+    )
+
+
+def _retrieval_container():  # type: ignore[no-untyped-def]
+    from app.container import build_container
+    from app.setup import setup_retrieval
+
+    container = build_container(get_settings())
+    service = setup_retrieval(container)
+    return container, service
+
+
+@index_app.command("verify")
+def index_verify() -> None:
+    """Check the index cache against the database (rebuilds it from stored rows if needed)."""
+    container, service = _retrieval_container()
+    try:
+        typer.echo(json.dumps({"vectors": service.store.count(), "revision": service.revision,
+                               "embedder": service.embedder_id,
+                               "missing_embeddings": service.missing_embeddings_count()}))
+    finally:
+        service.close()
+        container.close()
+
+
+@index_app.command("rebuild")
+def index_rebuild() -> None:
+    """Rebuild the index cache from the embeddings stored in the database (no re-embedding)."""
+    container, service = _retrieval_container()
+    try:
+        n = service.rebuild_from_db()
+        service.save_now()
+        typer.echo(f"rebuilt index with {n} vectors")
+    finally:
+        service.close()
+        container.close()
+
+
+@index_app.command("reembed")
+def index_reembed() -> None:
+    """Embed every photo with the configured embedder, then switch serving to it."""
+    container, service = _retrieval_container()
+    try:
+        target = service.target_embedder or service.embedder
+        if service.target_embedder is None and service.missing_embeddings_count() == 0:
+            typer.echo(f"every photo already has an embedding from {service.embedder_id}")
+            return
+        target.load()
+
+        def progress(done: int, total: int) -> None:
+            typer.echo(f"\rembedded {done}/{total}", nl=False)
+
+        report = service.reembed(target, progress)
+        service.save_now()
+        typer.echo(f"\n{json.dumps(report)}")
+    finally:
+        service.close()
+        container.close()
+
+
+@index_app.command("calibrate")
+def index_calibrate(
+    username: Annotated[str, typer.Argument(help="Whose photos to calibrate on.")],
+) -> None:
+    """Suggest retrieval.min_score from a user's own photos."""
+    from sqlalchemy import select
+
+    from app.models import User
+
+    container, service = _retrieval_container()
+    try:
+        with container.session_factory() as session:
+            user = session.scalar(select(User).where(User.username == username))
+            if user is None:
+                _fail(f"no user named {username!r}")
+            typer.echo(json.dumps(service.calibrate(session, user), indent=2))
+    finally:
+        service.close()
+        container.close()
 
 
 def main() -> None:

@@ -32,6 +32,11 @@ class Container:
     extras: dict[str, Any] = field(default_factory=dict)
 
     def close(self) -> None:
+        for closer in reversed(self.extras.get("closers", [])):
+            try:
+                closer()
+            except Exception:
+                log.exception("closing %s failed", closer)
         self.engine.dispose()
 
 

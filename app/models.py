@@ -148,6 +148,9 @@ class IndexRevision(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     revision: Mapped[int] = mapped_column(BigInteger, default=0)
     embedder_id: Mapped[str] = mapped_column(String(255), default="")
+    #: How to load the serving embedder (model name + weights), so an old index keeps
+    #: serving with its own embedder while a new one is being re-embedded.
+    embedder_spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     updated_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow, onupdate=utcnow)
 
 

@@ -67,3 +67,12 @@ def admin_user(user: Annotated[User, Depends(current_user)]) -> User:
 
 CurrentUser = Annotated[User, Depends(current_user)]
 AdminUser = Annotated[User, Depends(admin_user)]
+
+
+def get_retrieval(container: ContainerDep):  # type: ignore[no-untyped-def]
+    service = container.extras.get("retrieval")
+    if service is None:
+        from app.errors import ServiceUnavailable
+
+        raise ServiceUnavailable("Retrieval is not configured on this server")
+    return service

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 06:16:04.563233
+Create Date: 2026-11-26 06:22:34.866007
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('revision', sa.BigInteger(), nullable=False),
     sa.Column('embedder_id', sa.String(length=255), nullable=False),
+    sa.Column('embedder_spec', sa.JSON(), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_index_revisions'))
     )

@@ -1,0 +1,57 @@
+"""Which of my concepts are in this photo? (RePIC's retrieval setting as an endpoint)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Form, UploadFile
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import ContainerDep, CurrentUser, SessionDep, get_retrieval
+from app.api.uploads import read_uploads
+from app.storage import validate_image
+
+router = APIRouter(prefix="/retrieve", tags=["retrieval"])
+
+
+class RetrievedConceptPublic(BaseModel):
+    id: int
+    name: str
+    score: float
+    box: list[int]
+    image_id: int
+    whole_image: bool
+
+
+class RetrievePublic(BaseModel):
+    concepts: list[RetrievedConceptPublic]
+    timings_ms: dict[str, float]
+    crops: int
+
+
+@router.post("", response_model=RetrievePublic)
+async def retrieve(
+    user: CurrentUser,
+    session: SessionDep,
+    container: ContainerDep,
+    image: Annotated[UploadFile, File(description="The query photo (JPEG, PNG or WebP)")],
+    k: Annotated[int | None, Form(description="Unique concepts to return")] = None,
+    retrieval: Any = Depends(get_retrieval),
+) -> RetrievePublic:
+    upload = (await read_uploads([image], container.settings.storage.max_upload_bytes))[0]
+    valid = validate_image(
+        upload.data, upload.filename, upload.content_type,
+        max_bytes=container.settings.storage.max_upload_bytes,
+        max_pixels=container.settings.storage.max_image_pixels,
+    )
+    result = await run_in_threadpool(retrieval.retrieve, session, user, valid.open(), k)
+    return RetrievePublic.model_validate(result, from_attributes=True)
+
+
+@router.get("/calibration")
+def calibration(
+    user: CurrentUser, session: SessionDep, retrieval: Any = Depends(get_retrieval)
+) -> dict[str, Any]:
+    """A suggested similarity threshold from your own photos (see `repic index calibrate`)."""
+    return retrieval.calibrate(session, user)
