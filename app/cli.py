@@ -207,6 +207,73 @@ def index_calibrate(
         container.close()
 
 
+@app.command()
+def caption(
+    photo: Annotated[Path, typer.Argument(help="The photo to caption.", exists=True,
+                                           dir_okay=False)],
+    user: Annotated[str, typer.Option("--user", "-u", help="Whose concepts to use.")],
+    concept: Annotated[list[str] | None, typer.Option(
+        "--concept", "-c", help="Pin a concept by name (repeatable).")] = None,
+    question: Annotated[str | None, typer.Option(help="Your own question.")] = None,
+    retrieve: Annotated[bool, typer.Option(help="Also retrieve concepts.")] = True,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Generation length.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole result as JSON.")]
+    = False,
+) -> None:
+    """Caption PHOTO with a user's concepts (in-process, same pipeline as the API)."""
+    import asyncio
+
+    from sqlalchemy import select
+
+    from app.container import build_container
+    from app.errors import DomainError
+    from app.models import User
+    from app.setup import setup_services
+    from app.storage import validate_image
+
+    settings = get_settings()
+    container = build_container(settings)
+    try:
+        setup_services(container)
+        service = container.extras["captions"]
+        with container.session_factory() as session:
+            owner = session.scalar(select(User).where(User.username == user))
+            if owner is None:
+                _fail(f"no user named {user!r}")
+            pinned = [c.id for c in container.concepts.get_by_names(session, owner, concept or [])]
+        upload = validate_image(
+            photo.read_bytes(), photo.name, "", max_bytes=settings.storage.max_upload_bytes,
+            max_pixels=settings.storage.max_image_pixels,
+        )
+
+        async def run():  # type: ignore[no-untyped-def]
+            try:
+                return await service.caption(
+                    owner, upload, pinned_ids=pinned, question=question,
+                    max_new_tokens=max_new_tokens, use_retrieval=retrieve,
+                )
+            finally:
+                await service.backend.aclose()
+
+        outcome = asyncio.run(run())
+    except DomainError as exc:
+        _fail(exc.detail)
+    finally:
+        container.close()
+    row = outcome.caption
+    if as_json:
+        typer.echo(json.dumps({
+            "id": row.id, "caption": row.caption, "question": row.question,
+            "concepts": row.concepts, "model_version": outcome.model_version,
+            "tiny_model": row.tiny_model, "timings_ms": outcome.timings_ms,
+        }, indent=2))
+    else:
+        names = ", ".join(f"<{c.name}>" for c in outcome.concepts) or "none"
+        typer.echo(row.caption)
+        typer.echo(f"[concepts: {names}; {'tiny test model; ' if row.tiny_model else ''}"
+                   f"{outcome.timings_ms.get('total', 0):.0f} ms]", err=True)
+
+
 def main() -> None:
     app()
 

@@ -22,6 +22,7 @@ from app.errors import DomainError
 from app.logging_setup import request_id_var, setup_logging
 from app.settings import Settings, get_settings
 from app.web.common import LoginRequired, render
+from app.web.captions import router as captions_pages_router
 from app.web.pages import router as pages_router
 
 log = logging.getLogger(__name__)
@@ -110,5 +111,6 @@ def create_app(settings: Settings | None = None, container: Container | None = N
 
     app.include_router(api_router)
     app.include_router(pages_router)
+    app.include_router(captions_pages_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

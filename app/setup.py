@@ -123,8 +123,65 @@ def setup_retrieval(container: Container) -> Any:
     return service
 
 
+def load_caption_backend(container: Container) -> tuple[Any, bool]:
+    """The configured caption backend; (backend, made with a tiny model?)."""
+    from app.ml.backends import build_backend
+    from app.ml.tiny_vlm import is_tiny_model
+
+    settings = container.settings
+    cfg = settings.caption
+    status: dict[str, Any] = {"backend": cfg.backend, "model": cfg.model, "tiny": False}
+    if cfg.backend == "openai":
+        backend = build_backend(
+            "openai", base_urls=cfg.openai_base_urls, model=cfg.model,
+            api_key=cfg.openai_api_key or None, timeout_s=cfg.timeout_s,
+            max_retries=cfg.max_retries, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels,
+            server_kind=cfg.server_kind,
+        )
+        status["base_urls"] = cfg.openai_base_urls
+        container.extras.setdefault("models_status", {})["caption"] = status
+        return backend, False
+    backend = build_backend(
+        "inprocess", model_path=cfg.model, device=cfg.device, dtype=cfg.dtype,
+        min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels,
+    )
+    try:
+        backend.load()
+    except ModelUnavailable as exc:
+        _fallback(container, "Caption model", cfg.model, exc)
+        tiny = ensure_tiny_models(settings)["vlm"]
+        backend = build_backend("inprocess", model_path=str(tiny), device="cpu",
+                                dtype="float32", min_pixels=None, max_pixels=None)
+        backend.load()
+        status["model"] = str(tiny)
+    status["tiny"] = bool(is_tiny_model(status["model"]))
+    container.extras.setdefault("models_status", {})["caption"] = status
+    return backend, status["tiny"]
+
+
+def setup_captioning(container: Container, retrieval: Any | None) -> Any:
+    from app.services.captions import CaptionService
+
+    backend, tiny = load_caption_backend(container)
+    if tiny and not any("tiny" in w for w in container.warnings):
+        container.warnings.append(
+            f"Captions are made with the tiny test model {container.settings.caption.model!r}: "
+            "they are marked as such and are not meaningful."
+        )
+    service = CaptionService(
+        backend=backend, settings=container.settings.caption,
+        session_factory=container.session_factory, image_store=container.store,
+        retrieval=retrieval, tiny=tiny,
+    )
+    container.extras["caption_backend"] = backend
+    container.extras["captions"] = service
+    container.extras["aclose"] = backend.aclose
+    return service
+
+
 def setup_services(container: Container) -> None:
-    """Attach retrieval (and the other model-backed services) to ``container``."""
+    """Attach retrieval, captioning (and the other model-backed services) to ``container``."""
     retrieval = setup_retrieval(container)
     closers = container.extras.setdefault("closers", [])
     closers.append(retrieval.close)
+    setup_captioning(container, retrieval)

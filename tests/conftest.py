@@ -104,7 +104,9 @@ def settings_factory(db_url: str, tmp_path: Path, tiny_models: Path):  # type: i
             "detector": {"kind": "none"},
             # Cheap hashing keeps the suite fast; production keeps argon2's defaults.
             "auth": {"argon2_time_cost": 1, "argon2_memory_kib": 1024},
-            "caption": {"backend": "inprocess", "model": str(tiny_models / "vlm")},
+            # Small pixel bounds keep the tiny model fast; serving and training share them.
+            "caption": {"backend": "inprocess", "model": str(tiny_models / "vlm"),
+                        "min_pixels": 28 * 28, "max_pixels": 112 * 112, "max_new_tokens": 16},
         }
         for key, value in overrides.items():
             if isinstance(value, dict) and isinstance(values.get(key), dict):

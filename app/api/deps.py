@@ -76,3 +76,12 @@ def get_retrieval(container: ContainerDep):  # type: ignore[no-untyped-def]
 
         raise ServiceUnavailable("Retrieval is not configured on this server")
     return service
+
+
+def get_captions(container: ContainerDep):  # type: ignore[no-untyped-def]
+    service = container.extras.get("captions")
+    if service is None:
+        from app.errors import ServiceUnavailable
+
+        raise ServiceUnavailable("Captioning is not configured on this server")
+    return service

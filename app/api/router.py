@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.routes import auth, concepts, health, retrieve
+from app.api.routes import auth, captions, concepts, health, retrieve
 
 api_router = APIRouter(prefix="/api")
 api_router.include_router(health.router)
 api_router.include_router(auth.router)
 api_router.include_router(concepts.router)
 api_router.include_router(retrieve.router)
+api_router.include_router(captions.router)

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from app.errors import ConceptNotFound, Conflict, ImageNotFound, InvalidInput
-from app.models import Concept, ConceptImage, User, utcnow
+from app.models import Caption, Concept, ConceptImage, User, utcnow
 from app.storage import ImageStore, ValidImage, validate_image
 
 log = logging.getLogger(__name__)
@@ -354,7 +354,7 @@ class ConceptService:
         if session is not None:
             still_used = session.scalar(
                 select(ConceptImage.id).where(ConceptImage.path == relative).limit(1)
-            )
+            ) or session.scalar(select(Caption.id).where(Caption.image_path == relative).limit(1))
             if still_used is not None:
                 return
         self.store.delete(relative)

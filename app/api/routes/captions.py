@@ -1,0 +1,144 @@
+"""Personalized captions: make one, list them, give feedback."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Form, Query, UploadFile, status
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, ConfigDict
+
+from app.api.deps import ContainerDep, CurrentUser, SessionDep, get_captions
+from app.api.uploads import read_uploads
+from app.errors import InvalidInput
+from app.models import Caption
+from app.storage import validate_image
+
+router = APIRouter(prefix="/captions", tags=["captions"])
+
+
+class CaptionConcept(BaseModel):
+    id: int
+    name: str
+    score: float | None
+    box: list[int] | None
+    pinned: bool
+    image_id: int
+
+
+class CaptionPublic(BaseModel):
+    id: int
+    caption: str
+    question: str
+    concepts: list[CaptionConcept]
+    model_version: dict[str, Any] | None
+    model: str
+    backend: str
+    tiny_model: bool
+    prompt_tokens: int
+    completion_tokens: int
+    timings_ms: dict[str, float]
+    feedback: str
+    edited_caption: str | None
+    image_url: str
+    width: int
+    height: int
+    created_at: dt.datetime
+
+
+class CaptionsPublic(BaseModel):
+    data: list[CaptionPublic]
+    count: int
+
+
+class CaptionFeedback(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    feedback: str
+    edited_caption: str | None = None
+
+
+def caption_public(row: Caption, model_version: dict[str, Any] | None = None) -> CaptionPublic:
+    return CaptionPublic(
+        id=row.id, caption=row.caption, question=row.question,
+        concepts=[CaptionConcept(**c) for c in row.concepts or []],
+        model_version=model_version or (
+            {"id": row.model_version_id} if row.model_version_id else None
+        ),
+        model=row.model_name, backend=row.backend, tiny_model=row.tiny_model,
+        prompt_tokens=row.prompt_tokens, completion_tokens=row.completion_tokens,
+        timings_ms=row.timings_ms or {}, feedback=row.feedback,
+        edited_caption=row.edited_caption, image_url=f"/api/captions/{row.id}/image",
+        width=row.width, height=row.height, created_at=row.created_at,
+    )
+
+
+def _parse_ids(values: list[str]) -> list[int]:
+    ids: list[int] = []
+    for value in values:
+        for part in str(value).replace(",", " ").split():
+            if not part.isdigit():
+                raise InvalidInput(f"concept_ids must be integers, got {part!r}")
+            ids.append(int(part))
+    return ids
+
+
+@router.post("", response_model=CaptionPublic, status_code=status.HTTP_201_CREATED)
+async def create_caption(
+    user: CurrentUser,
+    container: ContainerDep,
+    image: Annotated[UploadFile, File(description="The photo to caption")],
+    concept_ids: Annotated[
+        list[str], Form(description="Concepts to pin (skip retrieval for them)")
+    ] = [],  # noqa: B006 - FastAPI reads the default, never mutates it
+    question: Annotated[str | None, Form(description="Your own question")] = None,
+    max_new_tokens: Annotated[int | None, Form()] = None,
+    retrieve: Annotated[bool, Form(description="Also retrieve concepts")] = True,
+    k: Annotated[int | None, Form(description="Concepts to retrieve")] = None,
+    service: Any = Depends(get_captions),
+) -> CaptionPublic:
+    upload = (await read_uploads([image], container.settings.storage.max_upload_bytes))[0]
+    valid = validate_image(
+        upload.data, upload.filename, upload.content_type,
+        max_bytes=container.settings.storage.max_upload_bytes,
+        max_pixels=container.settings.storage.max_image_pixels,
+    )
+    outcome = await service.caption(
+        user, valid, pinned_ids=_parse_ids(concept_ids), question=question,
+        max_new_tokens=max_new_tokens, use_retrieval=retrieve, k=k,
+    )
+    return caption_public(outcome.caption, outcome.model_version)
+
+
+@router.get("", response_model=CaptionsPublic)
+def list_captions(
+    user: CurrentUser, session: SessionDep, service: Any = Depends(get_captions),
+    skip: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> CaptionsPublic:
+    rows, count = service.list(session, user, skip, limit)
+    return CaptionsPublic(data=[caption_public(r) for r in rows], count=count)
+
+
+@router.get("/{caption_id}", response_model=CaptionPublic)
+def get_caption(
+    caption_id: int, user: CurrentUser, session: SessionDep, service: Any = Depends(get_captions)
+) -> CaptionPublic:
+    return caption_public(service.get(session, user, caption_id))
+
+
+@router.patch("/{caption_id}", response_model=CaptionPublic)
+def caption_feedback(
+    caption_id: int, body: CaptionFeedback, user: CurrentUser, session: SessionDep,
+    service: Any = Depends(get_captions),
+) -> CaptionPublic:
+    """Accept, reject or edit a caption (kept as feedback for future training data)."""
+    row = service.set_feedback(session, user, caption_id, body.feedback, body.edited_caption)
+    return caption_public(row)
+
+
+@router.get("/{caption_id}/image", response_class=FileResponse)
+def caption_image(
+    caption_id: int, user: CurrentUser, session: SessionDep, service: Any = Depends(get_captions)
+) -> FileResponse:
+    return FileResponse(service.caption_image_path(session, user, caption_id),
+                        headers={"Cache-Control": "private, max-age=86400"})

@@ -1,0 +1,258 @@
+"""Personalized captioning: pinned + retrieved concepts -> RePIC prompt -> caption backend.
+
+Pinned concepts are RePIC's skip-retrieval setting; retrieved ones its retrieval setting; both
+may be combined (pinned first) up to ``caption.max_demonstrations``. Only the caller's concepts
+can ever become demonstrations. A caption is stored (row + photo) only once the model answered:
+a backend failure stores nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+from starlette.concurrency import run_in_threadpool
+
+from app.errors import ConceptNotFound, InvalidInput, NotFound, ServiceUnavailable
+from app.ml.backends.base import (
+    BackendError,
+    BackendUnavailable,
+    CaptionBackend,
+    CaptionRequest,
+    GenerationParams,
+)
+from app.ml.errors import ModelUnavailable
+from app.ml.prompt import Demonstration, Prompt, build_caption_prompt
+from app.models import Caption, Concept, ConceptImage, ModelVersion, User
+from app.settings import CaptionSettings
+from app.storage import ImageStore, ValidImage
+
+log = logging.getLogger(__name__)
+
+FEEDBACK = ("none", "accepted", "rejected", "edited")
+
+
+@dataclass
+class UsedConcept:
+    id: int
+    name: str
+    score: float | None
+    box: list[int] | None
+    pinned: bool
+    image_id: int
+
+
+@dataclass
+class CaptionOutcome:
+    caption: Caption
+    concepts: list[UsedConcept]
+    prompt: Prompt
+    model_version: dict[str, Any] | None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def adapter_name(version: ModelVersion | None) -> str | None:
+    """The name a version's LoRA adapter is loaded under (vLLM ``model`` field, PEFT name)."""
+    if version is None or not version.adapter_path:
+        return None
+    return f"v{version.id}"
+
+
+def version_public(version: ModelVersion | None) -> dict[str, Any] | None:
+    if version is None:
+        return None
+    return {"id": version.id, "name": version.name, "adapter": adapter_name(version),
+            "base_model": version.base_model}
+
+
+class CaptionService:
+    def __init__(
+        self,
+        backend: CaptionBackend,
+        settings: CaptionSettings,
+        session_factory: sessionmaker[Session],
+        image_store: ImageStore,
+        retrieval: Any | None,
+        tiny: bool,
+    ) -> None:
+        self.backend = backend
+        self.settings = settings
+        self.session_factory = session_factory
+        self.image_store = image_store
+        self.retrieval = retrieval
+        self.tiny = tiny
+        self.rng = random.Random()
+
+    # -- reads ------------------------------------------------------------------------
+    def active_version(self, session: Session) -> ModelVersion | None:
+        return session.scalar(select(ModelVersion).where(ModelVersion.state == "active"))
+
+    def list(self, session: Session, owner: User, skip: int = 0, limit: int = 50,
+             ) -> tuple[list[Caption], int]:
+        base = select(Caption).where(Caption.owner_id == owner.id, Caption.evaluation_id.is_(None))
+        count = session.scalar(select(func.count()).select_from(base.subquery())) or 0
+        rows = session.scalars(base.order_by(Caption.id.desc()).offset(skip).limit(limit))
+        return list(rows), count
+
+    def get(self, session: Session, owner: User, caption_id: int) -> Caption:
+        row = session.get(Caption, caption_id)
+        if row is None or row.owner_id != owner.id:
+            raise NotFound("Caption not found")
+        return row
+
+    def set_feedback(self, session: Session, owner: User, caption_id: int, feedback: str,
+                     edited_caption: str | None = None) -> Caption:
+        row = self.get(session, owner, caption_id)
+        if feedback not in FEEDBACK:
+            raise InvalidInput(f"feedback must be one of {', '.join(FEEDBACK)}")
+        if feedback == "edited":
+            text = (edited_caption or "").strip()
+            if not text:
+                raise InvalidInput("An edited caption needs its new text")
+            if len(text) > 5000:
+                raise InvalidInput("An edited caption must be at most 5000 characters")
+            row.edited_caption = text
+        row.feedback = feedback
+        session.commit()
+        return row
+
+    # -- the pipeline -------------------------------------------------------------------
+    def _pinned(self, session: Session, owner: User, ids: Sequence[int]) -> list[Concept]:
+        wanted = list(dict.fromkeys(int(i) for i in ids))
+        if not wanted:
+            return []
+        rows = {
+            c.id: c for c in session.scalars(
+                select(Concept).where(Concept.id.in_(wanted), Concept.owner_id == owner.id)
+                .options(selectinload(Concept.images))
+            )
+        }
+        missing = [i for i in wanted if i not in rows]
+        if missing:
+            raise ConceptNotFound(f"Concept {missing[0]} not found")
+        return [rows[i] for i in wanted]
+
+    @staticmethod
+    def _reference(concept: Concept) -> ConceptImage:
+        usable = [i for i in concept.images if not i.eval_only]
+        if not usable:
+            raise InvalidInput(
+                f"<{concept.name}> has no photo usable as a reference (all are evaluation only)"
+            )
+        return usable[0]
+
+    def _open(self, image: ConceptImage) -> Image.Image:
+        with Image.open(self.image_store.absolute(image.path)) as img:
+            return img.convert("RGB")
+
+    def plan(
+        self, session: Session, owner: User, image: Image.Image, pinned_ids: Sequence[int],
+        use_retrieval: bool, k: int | None,
+    ) -> tuple[list[UsedConcept], dict[str, float]]:
+        """Which concepts become demonstrations, pinned first, then retrieved ones."""
+        timings: dict[str, float] = {}
+        used: list[UsedConcept] = []
+        for concept in self._pinned(session, owner, pinned_ids):
+            ref = self._reference(concept)
+            used.append(UsedConcept(concept.id, concept.name, None, None, True, ref.id))
+        limit = self.settings.max_demonstrations
+        if len(used) > limit:
+            raise InvalidInput(f"At most {limit} concepts can be pinned")
+        if use_retrieval and self.retrieval is not None and len(used) < limit:
+            began = time.perf_counter()
+            result = self.retrieval.retrieve(session, owner, image, k)
+            timings["retrieve"] = round((time.perf_counter() - began) * 1000, 2)
+            seen = {u.id for u in used}
+            for hit in result.concepts:
+                if hit.id in seen or len(used) >= limit:
+                    continue
+                used.append(UsedConcept(hit.id, hit.name, hit.score, hit.box, False, hit.image_id))
+                seen.add(hit.id)
+        else:
+            timings["retrieve"] = 0.0
+        return used, timings
+
+    def build_prompt(self, session: Session, owner: User, used: Sequence[UsedConcept],
+                     image: Image.Image, question: str | None) -> Prompt:
+        demos = []
+        for item in used:
+            concept = session.get(Concept, item.id)
+            ref = session.get(ConceptImage, item.image_id)
+            if concept is None or ref is None or concept.owner_id != owner.id:
+                raise ConceptNotFound()
+            demos.append(Demonstration(name=concept.name, info=concept.description or
+                                       concept.category or concept.name, image=self._open(ref)))
+        return build_caption_prompt(demos, image, question, rng=self.rng)
+
+    async def caption(
+        self, owner: User, upload: ValidImage, *, pinned_ids: Sequence[int] = (),
+        question: str | None = None, max_new_tokens: int | None = None,
+        use_retrieval: bool = True, k: int | None = None,
+    ) -> CaptionOutcome:
+        started = time.perf_counter()
+        if question is not None and len(question) > 1000:
+            raise InvalidInput("Question must be at most 1000 characters")
+        max_tokens = max_new_tokens or self.settings.max_new_tokens
+        if not 1 <= max_tokens <= 4096:
+            raise InvalidInput("max_new_tokens must be between 1 and 4096")
+        image = upload.open()
+
+        def prepare() -> tuple[list[UsedConcept], dict[str, float], Prompt, ModelVersion | None]:
+            with self.session_factory() as session:
+                used, timings = self.plan(session, owner, image, pinned_ids, use_retrieval, k)
+                prompt = self.build_prompt(session, owner, used, image, question)
+                version = self.active_version(session)
+                return used, timings, prompt, version
+
+        used, timings, prompt, version = await run_in_threadpool(prepare)
+        request = CaptionRequest(
+            messages=prompt.messages, images=prompt.images, adapter=adapter_name(version),
+            params=GenerationParams(max_new_tokens=max_tokens),
+        )
+        try:
+            result = await self.backend.generate(request)
+        except (BackendUnavailable, ModelUnavailable) as exc:
+            raise ServiceUnavailable(f"The caption model is unavailable: {exc}") from exc
+        except BackendError as exc:
+            raise ServiceUnavailable(f"The caption model failed: {exc}") from exc
+        timings["generate"] = round(result.generate_ms, 2)
+
+        def store() -> Caption:
+            relative, is_new = self.image_store.put(upload)
+            row = Caption(
+                owner_id=owner.id, image_sha256=upload.sha256, image_path=relative,
+                width=upload.width, height=upload.height, question=prompt.question,
+                caption=result.text.strip(),
+                concepts=[u.__dict__ for u in used],
+                model_version_id=version.id if version else None,
+                model_name=result.model, backend=result.backend, tiny_model=self.tiny,
+                prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
+            )
+            with self.session_factory() as session:
+                try:
+                    session.add(row)
+                    session.flush()
+                    timings["total"] = round((time.perf_counter() - started) * 1000, 2)
+                    row.timings_ms = dict(timings)
+                    session.commit()
+                except BaseException:
+                    session.rollback()
+                    if is_new:
+                        self.image_store.delete(relative)
+                    raise
+            return row
+
+        row = await run_in_threadpool(store)
+        return CaptionOutcome(caption=row, concepts=used, prompt=prompt,
+                              model_version=version_public(version), timings_ms=timings)
+
+    def caption_image_path(self, session: Session, owner: User, caption_id: int) -> Any:
+        row = self.get(session, owner, caption_id)
+        return self.image_store.absolute(row.image_path)

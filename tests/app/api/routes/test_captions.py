@@ -1,0 +1,141 @@
+"""Captions end to end with tiny models: pinned (skip-retrieval) and retrieved concepts."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.support.fake_vllm import FakeVLLM
+from tests.utils.concepts import create_concept
+from tests.utils.images import fixture_photo
+from tests.utils.users import register
+
+
+def _photo(subject: str, index: int) -> tuple[str, tuple[str, bytes, str]]:
+    return ("image", (f"{subject}{index}.jpg", fixture_photo(subject, index), "image/jpeg"))
+
+
+def _concepts(client, headers):
+    bo = create_concept(client, headers, "bo", [fixture_photo("dog", 0), fixture_photo("dog", 1)],
+                        description="our corgi", category="dog")
+    mia = create_concept(client, headers, "mia", [fixture_photo("cat", 0)],
+                         description="a grey cat", category="cat")
+    return bo, mia
+
+
+@pytest.fixture
+def anya(client):
+    return register(client, "anya")
+
+
+def test_caption_with_pinned_concepts(client, anya) -> None:
+    bo, mia = _concepts(client, anya)
+    r = client.post("/api/captions", headers=anya, files=[_photo("dog", 2)],
+                    data={"concept_ids": [str(mia["id"]), str(bo["id"])], "retrieve": "false"})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert [(c["name"], c["pinned"]) for c in body["concepts"]] == [("mia", True), ("bo", True)]
+    assert body["tiny_model"] is True
+    assert body["backend"] == "inprocess"
+    assert body["completion_tokens"] > 0
+    assert set(body["timings_ms"]) >= {"retrieve", "generate", "total"}
+
+
+def test_caption_with_retrieved_concepts(client, anya) -> None:
+    _concepts(client, anya)
+    r = client.post("/api/captions", headers=anya, files=[_photo("dog", 1)])
+    assert r.status_code == 201, r.text
+    first = r.json()["concepts"][0]
+    assert first["name"] == "bo" and first["pinned"] is False
+    assert first["score"] == pytest.approx(1.0, abs=1e-3)
+    assert len(first["box"]) == 4
+
+
+def test_pinned_concept_of_another_user_is_404(client, anya) -> None:
+    bo, _ = _concepts(client, anya)
+    boris = register(client, "boris")
+    r = client.post("/api/captions", headers=boris, files=[_photo("dog", 2)],
+                    data={"concept_ids": str(bo["id"])})
+    assert r.status_code == 404
+    assert client.get("/api/captions", headers=boris).json()["count"] == 0
+
+
+def test_captions_are_listed_and_accept_feedback(client, anya) -> None:
+    _concepts(client, anya)
+    made = client.post("/api/captions", headers=anya, files=[_photo("cat", 0)]).json()
+    listed = client.get("/api/captions", headers=anya).json()
+    assert listed["count"] == 1 and listed["data"][0]["id"] == made["id"]
+    r = client.patch(f"/api/captions/{made['id']}", headers=anya,
+                     json={"feedback": "edited", "edited_caption": "<mia> sleeps."})
+    assert r.json()["feedback"] == "edited" and r.json()["edited_caption"] == "<mia> sleeps."
+    bad = client.patch(f"/api/captions/{made['id']}", headers=anya, json={"feedback": "meh"})
+    assert bad.status_code == 422
+    assert client.get(made["image_url"], headers=anya).status_code == 200
+
+
+def test_other_users_caption_is_404(client, anya) -> None:
+    _concepts(client, anya)
+    made = client.post("/api/captions", headers=anya, files=[_photo("cat", 0)]).json()
+    boris = register(client, "boris")
+    assert client.get(f"/api/captions/{made['id']}", headers=boris).status_code == 404
+    assert client.get(made["image_url"], headers=boris).status_code == 404
+
+
+def test_bad_photo_is_refused(client, anya) -> None:
+    r = client.post("/api/captions", headers=anya,
+                    files=[("image", ("x.jpg", b"not a photo", "image/jpeg"))])
+    assert r.status_code == 422
+
+
+def _openai_client(settings_factory, base_url: str, model: str):
+    from app.container import build_container
+    from app.main import create_app
+    from app.setup import setup_services
+
+    settings = settings_factory(caption={
+        "backend": "openai", "openai_base_urls": [base_url], "model": model,
+        "max_retries": 1, "timeout_s": 5,
+    })
+    container = build_container(settings)
+    setup_services(container)
+    return container, TestClient(create_app(container=container))
+
+
+def test_prompt_sent_to_the_server_holds_the_demonstrations_in_order(settings_factory) -> None:
+    with FakeVLLM() as server:
+        container, client = _openai_client(settings_factory, server.base_url, server.model)
+        with client:
+            headers = register(client, "anya")
+            bo, mia = _concepts(client, headers)
+            r = client.post("/api/captions", headers=headers, files=[_photo("dog", 2)],
+                            data={"concept_ids": [str(bo["id"]), str(mia["id"])],
+                                  "retrieve": "false", "question": "Who is here?"})
+            assert r.status_code == 201, r.text
+        container.close()
+        sent = server.chat_requests[-1]
+    assert sent["model"] == server.model
+    system, user = sent["messages"]
+    assert system["role"] == "system" and "captioning assistant" in system["content"]
+    kinds = [part["type"] for part in user["content"]]
+    assert kinds == ["image_url", "text", "image_url", "text", "image_url", "text"]
+    texts = [p["text"] for p in user["content"] if p["type"] == "text"]
+    assert texts == ["1. Name: <bo>, Info: our corgi", "2. Name: <mia>, Info: a grey cat",
+                     "This is the query image. Who is here?"]
+    assert user["content"][0]["image_url"]["url"].startswith("data:image/")
+
+
+def test_backend_down_is_503_and_stores_nothing(settings_factory) -> None:
+    from tests.utils.server import free_port
+
+    container, client = _openai_client(
+        settings_factory, f"http://127.0.0.1:{free_port()}", "base-model")
+    with client:
+        headers = register(client, "anya")
+        _concepts(client, headers)
+        files_before = {p for p in container.store.root.rglob("*") if p.is_file()}
+        r = client.post("/api/captions", headers=headers, files=[_photo("dog", 2)])
+        assert r.status_code == 503
+        assert "unavailable" in r.json()["detail"]
+        assert client.get("/api/captions", headers=headers).json()["count"] == 0
+        assert {p for p in container.store.root.rglob("*") if p.is_file()} == files_before
+    container.close()
