@@ -36,6 +36,15 @@ SessionDep = Annotated[Session, Depends(get_session)]
 
 def optional_user(request: Request, session: SessionDep) -> User | None:
     """The caller from a bearer token, else from the browser session cookie (with CSRF)."""
+    try:
+        return _resolve_user(request, session)
+    finally:
+        # End the read transaction so the connection goes back to the pool: a caption request
+        # then holds no connection while the model generates (objects stay loaded).
+        session.commit()
+
+
+def _resolve_user(request: Request, session: Session) -> User | None:
     authorization = request.headers.get("authorization", "")
     if authorization.lower().startswith("bearer "):
         user = user_service.user_for_token(session, authorization[7:].strip())

@@ -44,6 +44,7 @@ CsrfChecked = Depends(check_csrf)
 def page_user(request: Request, session: SessionDep) -> User:
     user_id = request.session.get("user_id")
     user = session.get(User, user_id) if user_id is not None else None
+    session.commit()  # release the connection; the user object stays loaded
     if user is None:
         request.session.pop("user_id", None)
         raise LoginRequired(request.url.path)
