@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -20,6 +21,7 @@ from app.api.router import api_router
 from app.container import Container, build_container
 from app.errors import DomainError
 from app.logging_setup import request_id_var, setup_logging
+from app.metrics import Metrics, route_template
 from app.settings import Settings, get_settings
 from app.web.common import LoginRequired, render
 from app.web.captions import router as captions_pages_router
@@ -76,16 +78,31 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         https_only=settings.profile == "production" and settings.base_url.startswith("https"),
     )
 
+    metrics = Metrics()
+    app.state.metrics = metrics
+
     @app.middleware("http")
     async def request_id(request: Request, call_next: Any) -> Response:
         rid = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
         token = request_id_var.set(rid)
+        began = time.perf_counter()
+        status = 500
         try:
             response: Response = await call_next(request)
+            status = response.status_code
         finally:
             request_id_var.reset(token)
+            if request.url.path != "/metrics":
+                metrics.observe_request(request.method, route_template(request), status,
+                                        time.perf_counter() - began)
         response.headers["X-Request-ID"] = rid
         return response
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus_metrics(request: Request) -> Response:
+        metrics.refresh(request.app.state.container)
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
 
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError) -> Response:

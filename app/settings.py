@@ -7,12 +7,13 @@ reads ``os.environ``. ``docs/configuration.md`` is generated from these classes
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: The paper's image bound for Qwen2.5-VL, shared by serving and training (REPIC_SPEC.md §4).
 PAPER_MAX_PIXELS = 1024 * 28 * 28
@@ -103,7 +104,7 @@ class CaptionSettings(BaseModel):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Weights dtype of the in-process backend."
     )
-    openai_base_urls: list[str] = Field(
+    openai_base_urls: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["http://127.0.0.1:8001"],
         description="OpenAI-compatible servers (vLLM replicas), comma separated or JSON list.",
     )
@@ -123,7 +124,9 @@ class CaptionSettings(BaseModel):
     @field_validator("openai_base_urls", mode="before")
     @classmethod
     def _split_urls(cls, value: object) -> object:
-        if isinstance(value, str) and not value.strip().startswith("["):
+        if isinstance(value, str):
+            if value.strip().startswith("["):
+                return json.loads(value)
             return [u.strip() for u in value.split(",") if u.strip()]
         return value
 

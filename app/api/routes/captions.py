@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Query, UploadFile, status
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile, status
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict
 
@@ -85,6 +85,7 @@ def _parse_ids(values: list[str]) -> list[int]:
 
 @router.post("", response_model=CaptionPublic, status_code=status.HTTP_201_CREATED)
 async def create_caption(
+    request: Request,
     user: CurrentUser,
     container: ContainerDep,
     image: Annotated[UploadFile, File(description="The photo to caption")],
@@ -107,6 +108,7 @@ async def create_caption(
         user, valid, pinned_ids=_parse_ids(concept_ids), question=question,
         max_new_tokens=max_new_tokens, use_retrieval=retrieve, k=k,
     )
+    request.app.state.metrics.observe_caption(outcome.timings_ms)
     return caption_public(outcome.caption, outcome.model_version)
 
 
