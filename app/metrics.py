@@ -30,27 +30,40 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "repic_http_requests_total", "HTTP requests", ["method", "route", "status"],
+            "repic_http_requests_total",
+            "HTTP requests",
+            ["method", "route", "status"],
             registry=self.registry,
         )
         self.latency = Histogram(
-            "repic_http_request_seconds", "HTTP request latency by route", ["method", "route"],
-            buckets=LATENCY_BUCKETS, registry=self.registry,
+            "repic_http_request_seconds",
+            "HTTP request latency by route",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.caption_stage = Histogram(
-            "repic_caption_stage_seconds", "Caption latency by stage", ["stage"],
-            buckets=LATENCY_BUCKETS, registry=self.registry,
+            "repic_caption_stage_seconds",
+            "Caption latency by stage",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
-        self.jobs = Gauge("repic_jobs", "Jobs by kind and state", ["kind", "state"],
-                          registry=self.registry)
-        self.queue_depth = Gauge("repic_queue_depth", "Messages waiting per queue", ["queue"],
-                                 registry=self.registry)
+        self.jobs = Gauge(
+            "repic_jobs", "Jobs by kind and state", ["kind", "state"], registry=self.registry
+        )
+        self.queue_depth = Gauge(
+            "repic_queue_depth", "Messages waiting per queue", ["queue"], registry=self.registry
+        )
         self.active_version = Gauge(
-            "repic_active_model_version", "The active model version (value = version id)",
-            ["name"], registry=self.registry,
+            "repic_active_model_version",
+            "The active model version (value = version id)",
+            ["name"],
+            registry=self.registry,
         )
-        self.vectors = Gauge("repic_index_vectors", "Vectors in this replica's index cache",
-                             registry=self.registry)
+        self.vectors = Gauge(
+            "repic_index_vectors", "Vectors in this replica's index cache", registry=self.registry
+        )
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()

@@ -16,6 +16,8 @@ def configure_password_hashing(time_cost: int, memory_cost_kib: int) -> None:
     """Set argon2's cost (the defaults are argon2-cffi's; tests lower them for speed)."""
     global _hasher
     _hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_cost_kib)
+
+
 TOKEN_PREFIX = "repic_"
 
 

@@ -60,7 +60,8 @@ class EmbedderSettings(BaseModel):
     model_name: str = Field("ViT-L-14-336-quickgelu", description="open_clip model name.")
     pretrained: str = Field(
         "openai",
-        description="Weights: an open_clip hub tag, a local .pt/.safetensors file or local-dir:/path.",
+        description="Weights: an open_clip hub tag, a local .pt/.safetensors file "
+        "or local-dir:/path.",
     )
     device: str = Field("cpu", description="cpu, cuda or cuda:N.")
     batch_size: int = Field(32, description="Images per embedding batch.")
@@ -199,7 +200,8 @@ class Settings(BaseSettings):
     def _production_needs_secrets(self) -> Settings:
         if self.profile == "production" and self.auth.secret_key.startswith("dev-insecure"):
             raise ValueError(
-                "REPIC_AUTH__SECRET_KEY must be set to a random secret when REPIC_PROFILE=production"
+                "REPIC_AUTH__SECRET_KEY must be set to a random secret "
+                "when REPIC_PROFILE=production"
             )
         return self
 

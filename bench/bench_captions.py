@@ -64,8 +64,11 @@ async def _drive(n_requests: int, clients: int, call) -> float:  # type: ignore[
 async def baseline(server: FakeVLLM, n: int, clients: int) -> float:
     limits = httpx.Limits(max_connections=clients * 2, max_keepalive_connections=clients * 2)
     async with httpx.AsyncClient(base_url=server.base_url, limits=limits, timeout=60) as client:
-        body = {"model": server.model, "max_tokens": 16,
-                "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]}
+        body = {
+            "model": server.model,
+            "max_tokens": 16,
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+        }
 
         async def call(_: int) -> None:
             r = await client.post("/v1/chat/completions", json=body)
@@ -74,15 +77,19 @@ async def baseline(server: FakeVLLM, n: int, clients: int) -> float:
         return await _drive(n, clients, call)
 
 
-async def through_app(url: str, headers: dict[str, str], concept_id: int, n: int,
-                      clients: int) -> float:
+async def through_app(
+    url: str, headers: dict[str, str], concept_id: int, n: int, clients: int
+) -> float:
     photo = fixture_photo("dog", 2)
     limits = httpx.Limits(max_connections=clients * 2, max_keepalive_connections=clients * 2)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120,
-                                 headers=headers) as client:
+    async with httpx.AsyncClient(
+        base_url=url, limits=limits, timeout=120, headers=headers
+    ) as client:
+
         async def call(i: int) -> None:
             r = await client.post(
-                "/api/captions", files={"image": (f"q{i}.jpg", photo, "image/jpeg")},
+                "/api/captions",
+                files={"image": (f"q{i}.jpg", photo, "image/jpeg")},
                 data={"concept_ids": str(concept_id), "max_new_tokens": "16"},
             )
             if r.status_code != 201:
@@ -109,18 +116,26 @@ def part_throughput(tmp: Path, tiny: Path, clients: int, n: int, latency: float)
     from app.migrate import upgrade
 
     with FakeVLLM(latency_s=latency) as server:
-        settings = _settings(tmp / "app", tiny, backend="openai",
-                             openai_base_urls=[server.base_url], model=server.model)
+        settings = _settings(
+            tmp / "app",
+            tiny,
+            backend="openai",
+            openai_base_urls=[server.base_url],
+            model=server.model,
+        )
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         upgrade(settings.database_url)
         with LiveServer(settings, log_path=Path(tempfile.gettempdir()) / "bench-app.log") as app:
             with httpx.Client(base_url=app.url, timeout=60) as c:
                 c.post("/api/auth/register", json={"username": "bench", "password": "benchbench"})
-                token = c.post("/api/auth/token", data={"username": "bench",
-                                                         "password": "benchbench"}).json()
+                token = c.post(
+                    "/api/auth/token", data={"username": "bench", "password": "benchbench"}
+                ).json()
                 headers = {"Authorization": f"Bearer {token['access_token']}"}
                 created = c.post(
-                    "/api/concepts", headers=headers, data={"name": "bo", "category": "dog"},
+                    "/api/concepts",
+                    headers=headers,
+                    data={"name": "bo", "category": "dog"},
                     files=[("images", ("a.jpg", fixture_photo("dog", 0), "image/jpeg"))],
                 ).json()
             asyncio.run(baseline(server, clients, clients))  # warm-up
@@ -129,8 +144,12 @@ def part_throughput(tmp: Path, tiny: Path, clients: int, n: int, latency: float)
             app_rps = asyncio.run(through_app(app.url, headers, created["id"], n, clients))
             base_rps2 = asyncio.run(baseline(server, n, clients))
     base = (base_rps + base_rps2) / 2
-    return {"baseline_rps": base, "app_rps": app_rps, "ratio": app_rps / base,
-            "ideal_rps": clients / latency}
+    return {
+        "baseline_rps": base,
+        "app_rps": app_rps,
+        "ratio": app_rps / base,
+        "ideal_rps": clients / latency,
+    }
 
 
 def part_stages(tmp: Path, tiny: Path, runs: int) -> dict:
@@ -150,11 +169,19 @@ def part_stages(tmp: Path, tiny: Path, runs: int) -> dict:
     with container.session_factory() as session:
         user = register(session, "bench", "benchbench")
         session.commit()
-        container.concepts.create(session, user, name="bo", category="dog", uploads=[
-            Upload(fixture_photo("dog", 0), "a.jpg", "image/jpeg"),
-            Upload(fixture_photo("dog", 1), "b.jpg", "image/jpeg")])
-    photo = validate_image(fixture_photo("dog", 2), "q.jpg", "image/jpeg",
-                           max_bytes=10**8, max_pixels=10**8)
+        container.concepts.create(
+            session,
+            user,
+            name="bo",
+            category="dog",
+            uploads=[
+                Upload(fixture_photo("dog", 0), "a.jpg", "image/jpeg"),
+                Upload(fixture_photo("dog", 1), "b.jpg", "image/jpeg"),
+            ],
+        )
+    photo = validate_image(
+        fixture_photo("dog", 2), "q.jpg", "image/jpeg", max_bytes=10**8, max_pixels=10**8
+    )
     stages: dict[str, list[float]] = {"retrieve": [], "generate": [], "total": []}
 
     async def run() -> None:
@@ -165,8 +192,9 @@ def part_stages(tmp: Path, tiny: Path, runs: int) -> dict:
 
     asyncio.run(run())
     container.close()
-    return {k: (statistics.median(v), sorted(v)[int(0.95 * (len(v) - 1))])
-            for k, v in stages.items()}
+    return {
+        k: (statistics.median(v), sorted(v)[int(0.95 * (len(v) - 1))]) for k, v in stages.items()
+    }
 
 
 def main() -> None:
@@ -184,13 +212,17 @@ def main() -> None:
         build_tiny_models(tiny)
         t = part_throughput(tmp, tiny, args.clients, args.requests, args.latency)
         s = part_stages(tmp, tiny, args.stage_runs)
-    print(f"## Captions (bench/bench_captions.py)\n")
-    print(f"{time.strftime('%Y-%m-%d')}, 2-core CPU, `python bench/bench_captions.py "
-          f"--clients {args.clients} --requests {args.requests} --latency {args.latency}`\n")
+    print("## Captions (bench/bench_captions.py)\n")
+    print(
+        f"{time.strftime('%Y-%m-%d')}, 2-core CPU, `python bench/bench_captions.py "
+        f"--clients {args.clients} --requests {args.requests} --latency {args.latency}`\n"
+    )
     print("| path | requests/s | ratio to server |")
     print("|---|---|---|")
-    print(f"| caption server alone ({args.clients} clients, {args.latency}s latency) "
-          f"| {t['baseline_rps']:.1f} | 1.00 |")
+    print(
+        f"| caption server alone ({args.clients} clients, {args.latency}s latency) "
+        f"| {t['baseline_rps']:.1f} | 1.00 |"
+    )
     print(f"| through the app (POST /api/captions) | {t['app_rps']:.1f} | **{t['ratio']:.2f}** |")
     print(f"| ideal ({args.clients}/{args.latency}s) | {t['ideal_rps']:.1f} | |\n")
     print("In-process path, tiny VLM (16 new tokens), milliseconds:\n")

@@ -105,8 +105,13 @@ def settings_factory(db_url: str, tmp_path: Path, tiny_models: Path):  # type: i
             # Cheap hashing keeps the suite fast; production keeps argon2's defaults.
             "auth": {"argon2_time_cost": 1, "argon2_memory_kib": 1024},
             # Small pixel bounds keep the tiny model fast; serving and training share them.
-            "caption": {"backend": "inprocess", "model": str(tiny_models / "vlm"),
-                        "min_pixels": 28 * 28, "max_pixels": 112 * 112, "max_new_tokens": 16},
+            "caption": {
+                "backend": "inprocess",
+                "model": str(tiny_models / "vlm"),
+                "min_pixels": 28 * 28,
+                "max_pixels": 112 * 112,
+                "max_new_tokens": 16,
+            },
         }
         for key, value in overrides.items():
             if isinstance(value, dict) and isinstance(values.get(key), dict):

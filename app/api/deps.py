@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
@@ -78,7 +78,7 @@ CurrentUser = Annotated[User, Depends(current_user)]
 AdminUser = Annotated[User, Depends(admin_user)]
 
 
-def get_retrieval(container: ContainerDep):  # type: ignore[no-untyped-def]
+def get_retrieval(container: ContainerDep) -> Any:
     service = container.extras.get("retrieval")
     if service is None:
         from app.errors import ServiceUnavailable
@@ -87,10 +87,14 @@ def get_retrieval(container: ContainerDep):  # type: ignore[no-untyped-def]
     return service
 
 
-def get_captions(container: ContainerDep):  # type: ignore[no-untyped-def]
+def get_captions(container: ContainerDep) -> Any:
     service = container.extras.get("captions")
     if service is None:
         from app.errors import ServiceUnavailable
 
         raise ServiceUnavailable("Captioning is not configured on this server")
     return service
+
+
+RetrievalDep = Annotated[Any, Depends(get_retrieval)]
+CaptionsDep = Annotated[Any, Depends(get_captions)]

@@ -179,7 +179,10 @@ def vlt_problem(expression: str) -> str:
 
 
 def pick_ict_suffix(rng: random.Random) -> str:
-    """The paper's random ICT suffix: 20% 'including its name', 20% 'without duplicating', 60% none."""
+    """The paper's random ICT suffix.
+
+    20% 'including its name', 20% 'without duplicating', 60% none.
+    """
     suffixes = [s for s, _ in ICT_SUFFIXES]
     weights = [w for _, w in ICT_SUFFIXES]
     return rng.choices(suffixes, weights=weights, k=1)[0]

@@ -68,8 +68,12 @@ def adapter_name(version: ModelVersion | None) -> str | None:
 def version_public(version: ModelVersion | None) -> dict[str, Any] | None:
     if version is None:
         return None
-    return {"id": version.id, "name": version.name, "adapter": adapter_name(version),
-            "base_model": version.base_model}
+    return {
+        "id": version.id,
+        "name": version.name,
+        "adapter": adapter_name(version),
+        "base_model": version.base_model,
+    }
 
 
 class CaptionService:
@@ -94,8 +98,13 @@ class CaptionService:
     def active_version(self, session: Session) -> ModelVersion | None:
         return session.scalar(select(ModelVersion).where(ModelVersion.state == "active"))
 
-    def list(self, session: Session, owner: User, skip: int = 0, limit: int = 50,
-             ) -> tuple[list[Caption], int]:
+    def list(
+        self,
+        session: Session,
+        owner: User,
+        skip: int = 0,
+        limit: int = 50,
+    ) -> tuple[list[Caption], int]:
         base = select(Caption).where(Caption.owner_id == owner.id, Caption.evaluation_id.is_(None))
         count = session.scalar(select(func.count()).select_from(base.subquery())) or 0
         rows = session.scalars(base.order_by(Caption.id.desc()).offset(skip).limit(limit))
@@ -107,8 +116,14 @@ class CaptionService:
             raise NotFound("Caption not found")
         return row
 
-    def set_feedback(self, session: Session, owner: User, caption_id: int, feedback: str,
-                     edited_caption: str | None = None) -> Caption:
+    def set_feedback(
+        self,
+        session: Session,
+        owner: User,
+        caption_id: int,
+        feedback: str,
+        edited_caption: str | None = None,
+    ) -> Caption:
         row = self.get(session, owner, caption_id)
         if feedback not in FEEDBACK:
             raise InvalidInput(f"feedback must be one of {', '.join(FEEDBACK)}")
@@ -129,8 +144,10 @@ class CaptionService:
         if not wanted:
             return []
         rows = {
-            c.id: c for c in session.scalars(
-                select(Concept).where(Concept.id.in_(wanted), Concept.owner_id == owner.id)
+            c.id: c
+            for c in session.scalars(
+                select(Concept)
+                .where(Concept.id.in_(wanted), Concept.owner_id == owner.id)
                 .options(selectinload(Concept.images))
             )
         }
@@ -153,8 +170,13 @@ class CaptionService:
             return img.convert("RGB")
 
     def plan(
-        self, session: Session, owner: User, image: Image.Image, pinned_ids: Sequence[int],
-        use_retrieval: bool, k: int | None,
+        self,
+        session: Session,
+        owner: User,
+        image: Image.Image,
+        pinned_ids: Sequence[int],
+        use_retrieval: bool,
+        k: int | None,
     ) -> tuple[list[UsedConcept], dict[str, float]]:
         """Which concepts become demonstrations, pinned first, then retrieved ones."""
         timings: dict[str, float] = {}
@@ -179,22 +201,39 @@ class CaptionService:
             timings["retrieve"] = 0.0
         return used, timings
 
-    def build_prompt(self, session: Session, owner: User, used: Sequence[UsedConcept],
-                     image: Image.Image, question: str | None) -> Prompt:
+    def build_prompt(
+        self,
+        session: Session,
+        owner: User,
+        used: Sequence[UsedConcept],
+        image: Image.Image,
+        question: str | None,
+    ) -> Prompt:
         demos = []
         for item in used:
             concept = session.get(Concept, item.id)
             ref = session.get(ConceptImage, item.image_id)
             if concept is None or ref is None or concept.owner_id != owner.id:
                 raise ConceptNotFound()
-            demos.append(Demonstration(name=concept.name, info=concept.description or
-                                       concept.category or concept.name, image=self._open(ref)))
+            demos.append(
+                Demonstration(
+                    name=concept.name,
+                    info=concept.description or concept.category or concept.name,
+                    image=self._open(ref),
+                )
+            )
         return build_caption_prompt(demos, image, question, rng=self.rng)
 
     async def caption(
-        self, owner: User, upload: ValidImage, *, pinned_ids: Sequence[int] = (),
-        question: str | None = None, max_new_tokens: int | None = None,
-        use_retrieval: bool = True, k: int | None = None,
+        self,
+        owner: User,
+        upload: ValidImage,
+        *,
+        pinned_ids: Sequence[int] = (),
+        question: str | None = None,
+        max_new_tokens: int | None = None,
+        use_retrieval: bool = True,
+        k: int | None = None,
     ) -> CaptionOutcome:
         started = time.perf_counter()
         if question is not None and len(question) > 1000:
@@ -213,7 +252,9 @@ class CaptionService:
 
         used, timings, prompt, version = await run_in_threadpool(prepare)
         request = CaptionRequest(
-            messages=prompt.messages, images=prompt.images, adapter=adapter_name(version),
+            messages=prompt.messages,
+            images=prompt.images,
+            adapter=adapter_name(version),
             params=GenerationParams(max_new_tokens=max_tokens),
         )
         try:
@@ -227,13 +268,20 @@ class CaptionService:
         def store() -> Caption:
             relative, is_new = self.image_store.put(upload)
             row = Caption(
-                owner_id=owner.id, image_sha256=upload.sha256, image_path=relative,
-                width=upload.width, height=upload.height, question=prompt.question,
+                owner_id=owner.id,
+                image_sha256=upload.sha256,
+                image_path=relative,
+                width=upload.width,
+                height=upload.height,
+                question=prompt.question,
                 caption=result.text.strip(),
                 concepts=[u.__dict__ for u in used],
                 model_version_id=version.id if version else None,
-                model_name=result.model, backend=result.backend, tiny_model=self.tiny,
-                prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
+                model_name=result.model,
+                backend=result.backend,
+                tiny_model=self.tiny,
+                prompt_tokens=result.prompt_tokens,
+                completion_tokens=result.completion_tokens,
             )
             with self.session_factory() as session:
                 try:
@@ -250,8 +298,13 @@ class CaptionService:
             return row
 
         row = await run_in_threadpool(store)
-        return CaptionOutcome(caption=row, concepts=used, prompt=prompt,
-                              model_version=version_public(version), timings_ms=timings)
+        return CaptionOutcome(
+            caption=row,
+            concepts=used,
+            prompt=prompt,
+            model_version=version_public(version),
+            timings_ms=timings,
+        )
 
     def caption_image_path(self, session: Session, owner: User, caption_id: int) -> Any:
         row = self.get(session, owner, caption_id)

@@ -70,8 +70,12 @@ class ImageHooks(Protocol):
     """What retrieval does when photos come and go (embeddings + vector index)."""
 
     def images_added(
-        self, session: Session, tx: Transaction, owner_id: int,
-        rows: Sequence[ConceptImage], images: Sequence[ValidImage],
+        self,
+        session: Session,
+        tx: Transaction,
+        owner_id: int,
+        rows: Sequence[ConceptImage],
+        images: Sequence[ValidImage],
     ) -> None: ...
 
     def images_removed(
@@ -121,8 +125,13 @@ class ConceptService:
         self.hooks: ImageHooks = hooks or NoHooks()
 
     # -- reads -------------------------------------------------------------------------
-    def list(self, session: Session, owner: User, skip: int = 0, limit: int = 50,
-             ) -> tuple[list[Concept], int]:
+    def list(
+        self,
+        session: Session,
+        owner: User,
+        skip: int = 0,
+        limit: int = 50,
+    ) -> tuple[list[Concept], int]:
         base = select(Concept).where(Concept.owner_id == owner.id)
         count = session.scalar(select(func.count()).select_from(base.subquery())) or 0
         rows = session.scalars(
@@ -158,8 +167,13 @@ class ConceptService:
             raise ConceptNotFound(f"No concept named {', '.join(missing)}")
         return [rows[n.lower()] for n in wanted]
 
-    def get_image(self, session: Session, owner: User, concept_id: int, image_id: int,
-                  ) -> ConceptImage:
+    def get_image(
+        self,
+        session: Session,
+        owner: User,
+        concept_id: int,
+        image_id: int,
+    ) -> ConceptImage:
         image = session.scalar(
             select(ConceptImage).where(
                 ConceptImage.id == image_id,
@@ -181,8 +195,11 @@ class ConceptService:
             )
         images = [
             validate_image(
-                u.data, u.filename, u.content_type,
-                max_bytes=self.limits.max_bytes, max_pixels=self.limits.max_pixels,
+                u.data,
+                u.filename,
+                u.content_type,
+                max_bytes=self.limits.max_bytes,
+                max_pixels=self.limits.max_pixels,
             )
             for u in uploads
         ]
@@ -190,8 +207,15 @@ class ConceptService:
 
     # -- writes ------------------------------------------------------------------------
     def create(
-        self, session: Session, owner: User, *, name: str, description: str = "",
-        category: str = "", use_for_training: bool = False, uploads: Sequence[Upload] = (),
+        self,
+        session: Session,
+        owner: User,
+        *,
+        name: str,
+        description: str = "",
+        category: str = "",
+        use_for_training: bool = False,
+        uploads: Sequence[Upload] = (),
     ) -> Concept:
         name = clean_name(name)
         description = clean_text(description, MAX_DESCRIPTION, "Description")
@@ -199,7 +223,10 @@ class ConceptService:
         images = self.validate_uploads(uploads, required=True)
         self._ensure_name_free(session, owner, name)
         concept = Concept(
-            owner_id=owner.id, name=name, description=description, category=category,
+            owner_id=owner.id,
+            name=name,
+            description=description,
+            category=category,
             use_for_training=use_for_training,
         )
         tx = Transaction()
@@ -220,8 +247,14 @@ class ConceptService:
         return self.get(session, owner, concept.id)
 
     def update(
-        self, session: Session, owner: User, concept_id: int, *, name: str | None = None,
-        description: str | None = None, category: str | None = None,
+        self,
+        session: Session,
+        owner: User,
+        concept_id: int,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        category: str | None = None,
         use_for_training: bool | None = None,
     ) -> Concept:
         concept = self.get(session, owner, concept_id)
@@ -245,7 +278,11 @@ class ConceptService:
         return self.get(session, owner, concept_id)
 
     def add_images(
-        self, session: Session, owner: User, concept_id: int, uploads: Sequence[Upload],
+        self,
+        session: Session,
+        owner: User,
+        concept_id: int,
+        uploads: Sequence[Upload],
     ) -> list[ConceptImage]:
         concept = self.get(session, owner, concept_id)
         images = self.validate_uploads(uploads, required=True)
@@ -262,15 +299,22 @@ class ConceptService:
         return rows
 
     def set_image_flags(
-        self, session: Session, owner: User, concept_id: int, image_id: int, *,
-        eval_only: bool | None = None, box: list[int] | None = None,
+        self,
+        session: Session,
+        owner: User,
+        concept_id: int,
+        image_id: int,
+        *,
+        eval_only: bool | None = None,
+        box: list[int] | None = None,
     ) -> ConceptImage:
         image = self.get_image(session, owner, concept_id, image_id)
         if eval_only is not None:
             image.eval_only = eval_only
         if box is not None:
-            if len(box) != 4 or not (0 <= box[0] < box[2] <= image.width
-                                     and 0 <= box[1] < box[3] <= image.height):
+            if len(box) != 4 or not (
+                0 <= box[0] < box[2] <= image.width and 0 <= box[1] < box[3] <= image.height
+            ):
                 raise InvalidInput("Box must be [x1, y1, x2, y2] inside the image")
             image.box = list(box)
         session.commit()
@@ -313,7 +357,11 @@ class ConceptService:
             raise Conflict(f"A concept named {name!r} already exists")
 
     def _attach(
-        self, session: Session, tx: Transaction, owner: User, concept: Concept,
+        self,
+        session: Session,
+        tx: Transaction,
+        owner: User,
+        concept: Concept,
         images: Sequence[ValidImage],
     ) -> list[ConceptImage]:
         rows: list[ConceptImage] = []
@@ -322,9 +370,15 @@ class ConceptService:
             if is_new:
                 tx.on_rollback.append(lambda rel=relative: self._delete_if_unreferenced(rel))
             row = ConceptImage(
-                concept_id=concept.id, owner_id=owner.id, sha256=image.sha256, path=relative,
-                original_filename=image.filename, width=image.width, height=image.height,
-                format=image.format, bytes=len(image.data),
+                concept_id=concept.id,
+                owner_id=owner.id,
+                sha256=image.sha256,
+                path=relative,
+                original_filename=image.filename,
+                width=image.width,
+                height=image.height,
+                format=image.format,
+                bytes=len(image.data),
             )
             session.add(row)
             rows.append(row)

@@ -133,14 +133,19 @@ class RetrievalService:
                 return None
             serving_id, spec = row.embedder_id, dict(row.embedder_spec or {})
         try:
-            old = ClipEmbedder(spec.get("model_name", ""), spec.get("pretrained"),
-                               device=self.embedder.device)
+            old = ClipEmbedder(
+                spec.get("model_name", ""), spec.get("pretrained"), device=self.embedder.device
+            )
             if old.model_id != serving_id:
                 raise VectorStoreError(f"spec {spec} no longer gives {serving_id}")
             old.load()
         except Exception as exc:  # the old weights are gone: serve the configured one
-            log.warning("stored index uses embedder %s which cannot be loaded (%s); serving "
-                        "with %s", serving_id, exc, self.embedder_id)
+            log.warning(
+                "stored index uses embedder %s which cannot be loaded (%s); serving with %s",
+                serving_id,
+                exc,
+                self.embedder_id,
+            )
             with self.session_factory() as session:
                 row = session.get(IndexRevision, 1)
                 assert row is not None
@@ -151,8 +156,10 @@ class RetrievalService:
         self.target_embedder = self.embedder
         self.embedder = old
         self.store = OwnerVectorStore(old.dim, old.model_id, self.settings.approx_threshold)
-        message = (f"Embedder changed to {self.target_embedder.model_id}; still serving with "
-                   f"{serving_id} until `repic index reembed` finishes.")
+        message = (
+            f"Embedder changed to {self.target_embedder.model_id}; still serving with "
+            f"{serving_id} until `repic index reembed` finishes."
+        )
         log.warning("%s", message)
         return message
 
@@ -170,8 +177,11 @@ class RetrievalService:
             if report.ok:
                 self.store = loaded
             else:
-                log.warning("index cache disagrees with the database (%s); rebuilding from "
-                            "stored embeddings", "; ".join(report.reasons))
+                log.warning(
+                    "index cache disagrees with the database (%s); rebuilding from "
+                    "stored embeddings",
+                    "; ".join(report.reasons),
+                )
                 outcome = "rebuilt"
                 self.rebuild_from_db()
         except (VectorStoreError, OSError, ValueError) as exc:
@@ -181,16 +191,29 @@ class RetrievalService:
         self.revision = revision
         missing = self.missing_embeddings_count()
         if missing:
-            log.warning("%d photos have no embedding from %s: run `repic index reembed`",
-                        missing, self.embedder_id)
-        return {"outcome": outcome, "vectors": self.store.count(), "missing": missing,
-                "seconds": round(time.perf_counter() - began, 3)}
+            log.warning(
+                "%d photos have no embedding from %s: run `repic index reembed`",
+                missing,
+                self.embedder_id,
+            )
+        return {
+            "outcome": outcome,
+            "vectors": self.store.count(),
+            "missing": missing,
+            "seconds": round(time.perf_counter() - began, 3),
+        }
 
     def _ensure_revision_row(self, session: Session) -> None:
         row = session.get(IndexRevision, 1)
         if row is None:
-            session.add(IndexRevision(id=1, revision=0, embedder_id=self.embedder_id,
-                                      embedder_spec=self.embedder_spec()))
+            session.add(
+                IndexRevision(
+                    id=1,
+                    revision=0,
+                    embedder_id=self.embedder_id,
+                    embedder_spec=self.embedder_spec(),
+                )
+            )
             session.commit()
         elif not row.embedder_id:
             row.embedder_id = self.embedder_id
@@ -221,7 +244,9 @@ class RetrievalService:
             )
             entries = [(int(o), int(i), to_vector(v, self.embedder.dim)) for o, i, v in rows]
             revision = self._db_revision(session)
-        store = OwnerVectorStore(self.embedder.dim, self.embedder_id, self.settings.approx_threshold)
+        store = OwnerVectorStore(
+            self.embedder.dim, self.embedder_id, self.settings.approx_threshold
+        )
         store.rebuild(entries)
         self.store = store
         self.revision = revision
@@ -234,7 +259,9 @@ class RetrievalService:
             have = select(ImageEmbedding.image_id).where(
                 ImageEmbedding.embedder_id == self.embedder_id
             )
-            return len(session.scalars(select(ConceptImage.id).where(ConceptImage.id.not_in(have))).all())
+            return len(
+                session.scalars(select(ConceptImage.id).where(ConceptImage.id.not_in(have))).all()
+            )
 
     # -- persistence of the cache -------------------------------------------------------
     @contextlib.contextmanager
@@ -256,7 +283,9 @@ class RetrievalService:
         with self._save_lock:
             if self._save_timer is not None:
                 self._save_timer.cancel()
-            timer = threading.Timer(self.save_delay_s if delay is None else delay, self._save_safely)
+            timer = threading.Timer(
+                self.save_delay_s if delay is None else delay, self._save_safely
+            )
             timer.daemon = True
             self._save_timer = timer
             timer.start()
@@ -277,9 +306,9 @@ class RetrievalService:
     # -- keeping replicas in step -------------------------------------------------------
     def _bump_revision(self, session: Session, tx: Transaction) -> None:
         session.execute(
-            update(IndexRevision).where(IndexRevision.id == 1).values(
-                revision=IndexRevision.revision + 1
-            )
+            update(IndexRevision)
+            .where(IndexRevision.id == 1)
+            .values(revision=IndexRevision.revision + 1)
         )
         written = self._db_revision(session)
 
@@ -306,8 +335,9 @@ class RetrievalService:
             self._switch_embedder(*serving)
         if revision != self.revision or self._stale:
             with self._refresh_lock:
-                log.info("index revision %s -> %s: refreshing from the database",
-                         self.revision, revision)
+                log.info(
+                    "index revision %s -> %s: refreshing from the database", self.revision, revision
+                )
                 self.rebuild_from_db()
 
     def _switch_embedder(self, embedder_id: str, spec: dict[str, Any]) -> None:
@@ -317,8 +347,12 @@ class RetrievalService:
                 spec.get("model_name", ""), spec.get("pretrained"), device=self.embedder.device
             )
             if candidate.model_id != embedder_id:
-                log.error("cannot follow the embedder switch to %s (spec %s gives %s)",
-                          embedder_id, spec, candidate.model_id)
+                log.error(
+                    "cannot follow the embedder switch to %s (spec %s gives %s)",
+                    embedder_id,
+                    spec,
+                    candidate.model_id,
+                )
                 return
             candidate.load()
             log.info("switching embedder %s -> %s", self.embedder_id, embedder_id)
@@ -331,15 +365,24 @@ class RetrievalService:
             return self.embedder.embed_images(list(images), batch_size=self.batch_size)
 
     def images_added(
-        self, session: Session, tx: Transaction, owner_id: int,
-        rows: Sequence[ConceptImage], images: Sequence[ValidImage],
+        self,
+        session: Session,
+        tx: Transaction,
+        owner_id: int,
+        rows: Sequence[ConceptImage],
+        images: Sequence[ValidImage],
     ) -> None:
         vectors = self.embed([img.open() for img in images])
         for row, vector in zip(rows, vectors, strict=True):
-            session.add(ImageEmbedding(
-                image_id=row.id, owner_id=owner_id, embedder_id=self.embedder_id,
-                dim=int(vector.size), vector=vector.astype(np.float32).tobytes(),
-            ))
+            session.add(
+                ImageEmbedding(
+                    image_id=row.id,
+                    owner_id=owner_id,
+                    embedder_id=self.embedder_id,
+                    dim=int(vector.size),
+                    vector=vector.astype(np.float32).tobytes(),
+                )
+            )
         self._bump_revision(session, tx)
         session.flush()
         ids = [row.id for row in rows]
@@ -355,7 +398,11 @@ class RetrievalService:
 
     # -- retrieval -----------------------------------------------------------------------
     def retrieve(
-        self, session: Session, owner: User, image: Image.Image, k: int | None = None,
+        self,
+        session: Session,
+        owner: User,
+        image: Image.Image,
+        k: int | None = None,
     ) -> RetrievalResult:
         k = self.settings.k if k is None else k
         if not 1 <= k <= self.settings.max_k:
@@ -364,11 +411,15 @@ class RetrievalService:
         total = time.perf_counter()
         timings: dict[str, float] = {}
         image = image.convert("RGB")
-        categories = sorted({
-            c for c in session.scalars(
-                select(Concept.category).where(Concept.owner_id == owner.id)
-            ) if c
-        })
+        categories = sorted(
+            {
+                c
+                for c in session.scalars(
+                    select(Concept.category).where(Concept.owner_id == owner.id)
+                )
+                if c
+            }
+        )
         began = time.perf_counter()
         detections = self.detector.detect(image, categories) if categories else []
         timings["detect"] = _ms(began)
@@ -395,16 +446,21 @@ class RetrievalService:
             if info["concept_id"] in chosen:
                 continue
             chosen[info["concept_id"]] = RetrievedConcept(
-                id=info["concept_id"], name=info["name"], score=round(float(score), 4),
-                box=[int(v) for v in boxes[crop]], image_id=image_id, whole_image=crop == 0,
+                id=info["concept_id"],
+                name=info["name"],
+                score=round(float(score), 4),
+                box=[int(v) for v in boxes[crop]],
+                image_id=image_id,
+                whole_image=crop == 0,
             )
             if len(chosen) >= k:
                 break
         timings["total"] = _ms(total)
-        return RetrievalResult(concepts=list(chosen.values()), timings_ms=timings,
-                               crops=len(crops))
+        return RetrievalResult(concepts=list(chosen.values()), timings_ms=timings, crops=len(crops))
 
-    def _image_meta(self, session: Session, owner: User, ids: set[int]) -> dict[int, dict[str, Any]]:
+    def _image_meta(
+        self, session: Session, owner: User, ids: set[int]
+    ) -> dict[int, dict[str, Any]]:
         if not ids:
             return {}
         rows = session.execute(
@@ -413,19 +469,25 @@ class RetrievalService:
             .where(ConceptImage.id.in_(ids), ConceptImage.owner_id == owner.id)
         )
         return {
-            int(i): {"concept_id": int(c), "eval_only": bool(e), "name": n}
-            for i, c, e, n in rows
+            int(i): {"concept_id": int(c), "eval_only": bool(e), "name": n} for i, c, e, n in rows
         }
 
     # -- registration quality and calibration -------------------------------------------
-    def _owner_vectors(self, session: Session, owner_id: int) -> tuple[list[int], list[int], list[str], np.ndarray]:
+    def _owner_vectors(
+        self, session: Session, owner_id: int
+    ) -> tuple[list[int], list[int], list[str], np.ndarray]:
         rows = session.execute(
-            select(ImageEmbedding.image_id, ConceptImage.concept_id, Concept.name,
-                   ImageEmbedding.vector)
+            select(
+                ImageEmbedding.image_id,
+                ConceptImage.concept_id,
+                Concept.name,
+                ImageEmbedding.vector,
+            )
             .join(ConceptImage, ConceptImage.id == ImageEmbedding.image_id)
             .join(Concept, Concept.id == ConceptImage.concept_id)
-            .where(ImageEmbedding.owner_id == owner_id,
-                   ImageEmbedding.embedder_id == self.embedder_id)
+            .where(
+                ImageEmbedding.owner_id == owner_id, ImageEmbedding.embedder_id == self.embedder_id
+            )
             .order_by(ImageEmbedding.image_id)
         ).all()
         if not rows:
@@ -485,9 +547,12 @@ class RetrievalService:
                 if other:
                     negatives.append(float(max(other)))
         if not positives or not negatives:
-            return {"suggested_min_score": None, "positives": len(positives),
-                    "negatives": len(negatives),
-                    "reason": "need at least two concepts, one with two or more photos"}
+            return {
+                "suggested_min_score": None,
+                "positives": len(positives),
+                "negatives": len(negatives),
+                "reason": "need at least two concepts, one with two or more photos",
+            }
         low_pos = float(np.percentile(positives, 5))
         high_neg = float(np.percentile(negatives, 95))
         return {
@@ -516,24 +581,36 @@ class RetrievalService:
                 )
                 todo = session.execute(
                     select(ConceptImage.id, ConceptImage.owner_id, ConceptImage.path)
-                    .where(ConceptImage.id.not_in(have)).order_by(ConceptImage.id)
+                    .where(ConceptImage.id.not_in(have))
+                    .order_by(ConceptImage.id)
                 ).all()
             for start in range(0, len(todo), self.batch_size):
-                batch = todo[start:start + self.batch_size]
+                batch = todo[start : start + self.batch_size]
                 images = []
                 for _, _, path in batch:
                     with Image.open(self.image_store.absolute(path)) as img:
                         images.append(img.convert("RGB"))
                 vectors = target.embed_images(images, batch_size=self.batch_size)
                 with self.session_factory() as session:
-                    existing = set(session.scalars(select(ConceptImage.id).where(
-                        ConceptImage.id.in_([b[0] for b in batch]))))
+                    existing = set(
+                        session.scalars(
+                            select(ConceptImage.id).where(
+                                ConceptImage.id.in_([b[0] for b in batch])
+                            )
+                        )
+                    )
                     for (image_id, owner_id, _), vector in zip(batch, vectors, strict=True):
                         if image_id not in existing:
                             continue  # deleted while we were embedding
-                        session.add(ImageEmbedding(
-                            image_id=image_id, owner_id=owner_id, embedder_id=target_id,
-                            dim=int(vector.size), vector=vector.astype(np.float32).tobytes()))
+                        session.add(
+                            ImageEmbedding(
+                                image_id=image_id,
+                                owner_id=owner_id,
+                                embedder_id=target_id,
+                                dim=int(vector.size),
+                                vector=vector.astype(np.float32).tobytes(),
+                            )
+                        )
                     session.commit()
                 done += len(batch)
                 if progress is not None:

@@ -21,9 +21,7 @@ LAST_USED_RESOLUTION = dt.timedelta(seconds=60)
 def validate_credentials(username: str, password: str, min_password_length: int) -> str:
     username = (username or "").strip()
     if not USERNAME_RE.match(username):
-        raise InvalidInput(
-            "Username must be 3-64 characters: letters, digits, '_', '.' or '-'"
-        )
+        raise InvalidInput("Username must be 3-64 characters: letters, digits, '_', '.' or '-'")
     if len(password or "") < min_password_length:
         raise InvalidInput(f"Password must be at least {min_password_length} characters")
     if len(password) > 1024:
@@ -32,7 +30,11 @@ def validate_credentials(username: str, password: str, min_password_length: int)
 
 
 def register(
-    session: Session, username: str, password: str, *, min_password_length: int = 8,
+    session: Session,
+    username: str,
+    password: str,
+    *,
+    min_password_length: int = 8,
     is_admin: bool = False,
 ) -> User:
     username = validate_credentials(username, password, min_password_length)
@@ -55,7 +57,9 @@ def authenticate(session: Session, username: str, password: str) -> User:
     return user
 
 
-def create_admin(session: Session, username: str, password: str, min_password_length: int = 8) -> User:
+def create_admin(
+    session: Session, username: str, password: str, min_password_length: int = 8
+) -> User:
     """Create an admin account, or promote an existing one and reset its password."""
     existing = session.scalar(select(User).where(User.username == username))
     if existing is not None:

@@ -18,5 +18,11 @@ def caption_page(
     concepts, _ = container.concepts.list(session, user, limit=500)
     service = container.extras.get("captions")
     history = service.list(session, user, 0, 20)[0] if service else []
-    return render(request, "captions/page.html", user=user, concepts=concepts, history=history,
-                  max_demonstrations=container.settings.caption.max_demonstrations)
+    return render(
+        request,
+        "captions/page.html",
+        user=user,
+        concepts=concepts,
+        history=history,
+        max_demonstrations=container.settings.caption.max_demonstrations,
+    )

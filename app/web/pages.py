@@ -37,8 +37,11 @@ def _safe_next(url: str) -> str:
 
 @router.post("/login", response_class=HTMLResponse, dependencies=[CsrfChecked])
 def login(
-    request: Request, session: SessionDep, username: Annotated[str, Form()] = "",
-    password: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "/concepts",
+    request: Request,
+    session: SessionDep,
+    username: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+    next: Annotated[str, Form()] = "/concepts",
 ) -> Response:
     try:
         user = user_service.authenticate(session, username, password)
@@ -62,8 +65,11 @@ def register_form(request: Request) -> Response:
 
 @router.post("/register", response_class=HTMLResponse, dependencies=[CsrfChecked])
 def register(
-    request: Request, session: SessionDep, container: ContainerDep,
-    username: Annotated[str, Form()] = "", password: Annotated[str, Form()] = "",
+    request: Request,
+    session: SessionDep,
+    container: ContainerDep,
+    username: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
     password2: Annotated[str, Form()] = "",
 ) -> Response:
     try:
@@ -72,7 +78,9 @@ def register(
         if password != password2:
             raise DomainError("The two passwords differ")
         user = user_service.register(
-            session, username, password,
+            session,
+            username,
+            password,
             min_password_length=container.settings.auth.min_password_length,
         )
         session.commit()
@@ -99,30 +107,55 @@ def new_concept_form(request: Request, user: PageUser) -> Response:
 
 @router.post("/concepts/new", response_class=HTMLResponse, dependencies=[CsrfChecked])
 async def create_concept(
-    request: Request, user: PageUser, session: SessionDep, container: ContainerDep,
-    name: Annotated[str, Form()] = "", description: Annotated[str, Form()] = "",
-    category: Annotated[str, Form()] = "", use_for_training: Annotated[bool, Form()] = False,
+    request: Request,
+    user: PageUser,
+    session: SessionDep,
+    container: ContainerDep,
+    name: Annotated[str, Form()] = "",
+    description: Annotated[str, Form()] = "",
+    category: Annotated[str, Form()] = "",
+    use_for_training: Annotated[bool, Form()] = False,
     images: Annotated[list[UploadFile] | None, File()] = None,
 ) -> Response:
     files = [f for f in (images or []) if f.filename]
-    form = {"name": name, "description": description, "category": category,
-            "use_for_training": use_for_training}
+    form = {
+        "name": name,
+        "description": description,
+        "category": category,
+        "use_for_training": use_for_training,
+    }
     try:
         uploads = await read_uploads(files, container.settings.storage.max_upload_bytes)
         concept = await run_in_threadpool(
-            container.concepts.create, session, user, name=name, description=description,
-            category=category, use_for_training=use_for_training, uploads=uploads,
+            container.concepts.create,
+            session,
+            user,
+            name=name,
+            description=description,
+            category=category,
+            use_for_training=use_for_training,
+            uploads=uploads,
         )
     except DomainError as exc:
-        return render(request, "concepts/form.html", exc.status, user=user, concept=None,
-                      form=form, error=exc.detail)
+        return render(
+            request,
+            "concepts/form.html",
+            exc.status,
+            user=user,
+            concept=None,
+            form=form,
+            error=exc.detail,
+        )
     flash(request, f"Registered <{concept.name}> with {len(concept.images)} photo(s).")
     return redirect(f"/concepts/{concept.id}")
 
 
 @router.get("/concepts/{concept_id}", response_class=HTMLResponse)
 def concept_page(
-    concept_id: int, request: Request, user: PageUser, session: SessionDep,
+    concept_id: int,
+    request: Request,
+    user: PageUser,
+    session: SessionDep,
     container: ContainerDep,
 ) -> Response:
     concept = container.concepts.get(session, user, concept_id)
@@ -135,35 +168,55 @@ def concept_page(
 
 @router.get("/concepts/{concept_id}/edit", response_class=HTMLResponse)
 def edit_concept_form(
-    concept_id: int, request: Request, user: PageUser, session: SessionDep,
+    concept_id: int,
+    request: Request,
+    user: PageUser,
+    session: SessionDep,
     container: ContainerDep,
 ) -> Response:
     concept = container.concepts.get(session, user, concept_id)
-    form = {"name": concept.name, "description": concept.description,
-            "category": concept.category, "use_for_training": concept.use_for_training}
+    form = {
+        "name": concept.name,
+        "description": concept.description,
+        "category": concept.category,
+        "use_for_training": concept.use_for_training,
+    }
     return render(request, "concepts/form.html", user=user, concept=concept, form=form)
 
 
-@router.post("/concepts/{concept_id}/edit", response_class=HTMLResponse,
-             dependencies=[CsrfChecked])
+@router.post("/concepts/{concept_id}/edit", response_class=HTMLResponse, dependencies=[CsrfChecked])
 async def edit_concept(
-    concept_id: int, request: Request, user: PageUser, session: SessionDep,
-    container: ContainerDep, name: Annotated[str, Form()] = "",
-    description: Annotated[str, Form()] = "", category: Annotated[str, Form()] = "",
+    concept_id: int,
+    request: Request,
+    user: PageUser,
+    session: SessionDep,
+    container: ContainerDep,
+    name: Annotated[str, Form()] = "",
+    description: Annotated[str, Form()] = "",
+    category: Annotated[str, Form()] = "",
     use_for_training: Annotated[bool, Form()] = False,
     images: Annotated[list[UploadFile] | None, File()] = None,
 ) -> Response:
     concept = container.concepts.get(session, user, concept_id)
     files = [f for f in (images or []) if f.filename]
-    form = {"name": name, "description": description, "category": category,
-            "use_for_training": use_for_training}
+    form = {
+        "name": name,
+        "description": description,
+        "category": category,
+        "use_for_training": use_for_training,
+    }
     try:
         uploads = await read_uploads(files, container.settings.storage.max_upload_bytes)
         if uploads:
             # Validate the photos before touching the concept, so a bad file changes nothing.
             container.concepts.validate_uploads(uploads, required=False)
         container.concepts.update(
-            session, user, concept_id, name=name, description=description, category=category,
+            session,
+            user,
+            concept_id,
+            name=name,
+            description=description,
+            category=category,
             use_for_training=use_for_training,
         )
         if uploads:
@@ -171,15 +224,25 @@ async def edit_concept(
                 container.concepts.add_images, session, user, concept_id, uploads
             )
     except DomainError as exc:
-        return render(request, "concepts/form.html", exc.status, user=user, concept=concept,
-                      form=form, error=exc.detail)
+        return render(
+            request,
+            "concepts/form.html",
+            exc.status,
+            user=user,
+            concept=concept,
+            form=form,
+            error=exc.detail,
+        )
     flash(request, "Saved.")
     return redirect(f"/concepts/{concept_id}")
 
 
 @router.post("/concepts/{concept_id}/delete", dependencies=[CsrfChecked])
 def delete_concept(
-    concept_id: int, request: Request, user: PageUser, session: SessionDep,
+    concept_id: int,
+    request: Request,
+    user: PageUser,
+    session: SessionDep,
     container: ContainerDep,
 ) -> Response:
     concept = container.concepts.get(session, user, concept_id)
@@ -190,7 +253,11 @@ def delete_concept(
 
 @router.post("/concepts/{concept_id}/images/{image_id}/delete", dependencies=[CsrfChecked])
 def delete_image(
-    concept_id: int, image_id: int, request: Request, user: PageUser, session: SessionDep,
+    concept_id: int,
+    image_id: int,
+    request: Request,
+    user: PageUser,
+    session: SessionDep,
     container: ContainerDep,
 ) -> Response:
     try:
@@ -212,7 +279,10 @@ def account(request: Request, user: PageUser, session: SessionDep) -> Response:
 
 @router.post("/account/tokens", dependencies=[CsrfChecked])
 def create_token(
-    request: Request, user: PageUser, session: SessionDep, name: Annotated[str, Form()] = "",
+    request: Request,
+    user: PageUser,
+    session: SessionDep,
+    name: Annotated[str, Form()] = "",
 ) -> Response:
     try:
         token, _ = user_service.create_token(session, user, name)
@@ -224,9 +294,7 @@ def create_token(
 
 
 @router.post("/account/tokens/{token_id}/revoke", dependencies=[CsrfChecked])
-def revoke_token(
-    token_id: int, request: Request, user: PageUser, session: SessionDep
-) -> Response:
+def revoke_token(token_id: int, request: Request, user: PageUser, session: SessionDep) -> Response:
     user_service.revoke_token(session, user, token_id)
     session.commit()
     flash(request, "Token revoked.")

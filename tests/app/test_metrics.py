@@ -10,8 +10,11 @@ from tests.utils.users import register
 def test_metrics_report_route_latency_caption_stages_and_versions(client) -> None:
     headers = register(client, "anya")
     create_concept(client, headers, "bo", [fixture_photo("dog", 0)])
-    r = client.post("/api/captions", headers=headers,
-                    files={"image": ("q.jpg", fixture_photo("dog", 1), "image/jpeg")})
+    r = client.post(
+        "/api/captions",
+        headers=headers,
+        files={"image": ("q.jpg", fixture_photo("dog", 1), "image/jpeg")},
+    )
     assert r.status_code == 201
     client.get("/api/concepts/12345", headers=headers)
     text = client.get("/metrics").text

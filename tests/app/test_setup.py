@@ -42,8 +42,11 @@ def test_production_profile_refuses_to_start_without_the_model(settings_factory)
     from app.container import build_container
     from app.setup import StartupError, setup_services
 
-    settings = settings_factory(profile="production", caption={"model": "/nonexistent/qwen-vl"},
-                                auth={"secret_key": "s" * 40})
+    settings = settings_factory(
+        profile="production",
+        caption={"model": "/nonexistent/qwen-vl"},
+        auth={"secret_key": "s" * 40},
+    )
     container = build_container(settings)
     with pytest.raises(StartupError, match="/nonexistent/qwen-vl"):
         setup_services(container)

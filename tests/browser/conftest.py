@@ -10,8 +10,14 @@ import pytest
 from tests.utils.server import LiveServer
 
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
 ]
 
 
@@ -20,8 +26,10 @@ def chromium_path() -> str:
         found = shutil.which(name)
         if found:
             return found
-    pytest.fail("Chromium is not installed: run `make test` (it installs chromium) or "
-                "`apt-get install chromium chromium-driver`")
+    pytest.fail(
+        "Chromium is not installed: run `make test` (it installs chromium) or "
+        "`apt-get install chromium chromium-driver`"
+    )
 
 
 @pytest.fixture(scope="session")

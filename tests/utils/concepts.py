@@ -10,8 +10,12 @@ from tests.utils.images import make_image
 
 
 def create_concept(
-    client: TestClient, headers: dict[str, str], name: str = "bo",
-    images: list[bytes] | None = None, description: str = "our corgi", category: str = "dog",
+    client: TestClient,
+    headers: dict[str, str],
+    name: str = "bo",
+    images: list[bytes] | None = None,
+    description: str = "our corgi",
+    category: str = "dog",
     **extra: Any,
 ) -> dict[str, Any]:
     images = images if images is not None else [make_image(shape=i) for i in range(2)]

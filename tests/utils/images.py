@@ -11,8 +11,10 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def make_image(
-    color: tuple[int, int, int] = (200, 80, 40), size: tuple[int, int] = (64, 48),
-    fmt: str = "PNG", shape: int = 0,
+    color: tuple[int, int, int] = (200, 80, 40),
+    size: tuple[int, int] = (64, 48),
+    fmt: str = "PNG",
+    shape: int = 0,
 ) -> bytes:
     """A small image with a shape drawn on it, so different seeds embed differently."""
     img = Image.new("RGB", size, color)

@@ -27,7 +27,9 @@ def register(body: UserCreate, session: SessionDep, container: ContainerDep) -> 
     if not container.settings.auth.allow_registration:
         raise Forbidden("Registration is closed on this server")
     user = user_service.register(
-        session, body.username, body.password,
+        session,
+        body.username,
+        body.password,
         min_password_length=container.settings.auth.min_password_length,
     )
     session.commit()

@@ -5,11 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile, status
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile, status
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict
 
-from app.api.deps import ContainerDep, CurrentUser, SessionDep, get_captions
+from app.api.deps import CaptionsDep, ContainerDep, CurrentUser, SessionDep
 from app.api.uploads import read_uploads
 from app.errors import InvalidInput
 from app.models import Caption
@@ -60,16 +60,24 @@ class CaptionFeedback(BaseModel):
 
 def caption_public(row: Caption, model_version: dict[str, Any] | None = None) -> CaptionPublic:
     return CaptionPublic(
-        id=row.id, caption=row.caption, question=row.question,
+        id=row.id,
+        caption=row.caption,
+        question=row.question,
         concepts=[CaptionConcept(**c) for c in row.concepts or []],
-        model_version=model_version or (
-            {"id": row.model_version_id} if row.model_version_id else None
-        ),
-        model=row.model_name, backend=row.backend, tiny_model=row.tiny_model,
-        prompt_tokens=row.prompt_tokens, completion_tokens=row.completion_tokens,
-        timings_ms=row.timings_ms or {}, feedback=row.feedback,
-        edited_caption=row.edited_caption, image_url=f"/api/captions/{row.id}/image",
-        width=row.width, height=row.height, created_at=row.created_at,
+        model_version=model_version
+        or ({"id": row.model_version_id} if row.model_version_id else None),
+        model=row.model_name,
+        backend=row.backend,
+        tiny_model=row.tiny_model,
+        prompt_tokens=row.prompt_tokens,
+        completion_tokens=row.completion_tokens,
+        timings_ms=row.timings_ms or {},
+        feedback=row.feedback,
+        edited_caption=row.edited_caption,
+        image_url=f"/api/captions/{row.id}/image",
+        width=row.width,
+        height=row.height,
+        created_at=row.created_at,
     )
 
 
@@ -88,6 +96,7 @@ async def create_caption(
     request: Request,
     user: CurrentUser,
     container: ContainerDep,
+    service: CaptionsDep,
     image: Annotated[UploadFile, File(description="The photo to caption")],
     concept_ids: Annotated[
         list[str], Form(description="Concepts to pin (skip retrieval for them)")
@@ -96,17 +105,23 @@ async def create_caption(
     max_new_tokens: Annotated[int | None, Form()] = None,
     retrieve: Annotated[bool, Form(description="Also retrieve concepts")] = True,
     k: Annotated[int | None, Form(description="Concepts to retrieve")] = None,
-    service: Any = Depends(get_captions),
 ) -> CaptionPublic:
     upload = (await read_uploads([image], container.settings.storage.max_upload_bytes))[0]
     valid = validate_image(
-        upload.data, upload.filename, upload.content_type,
+        upload.data,
+        upload.filename,
+        upload.content_type,
         max_bytes=container.settings.storage.max_upload_bytes,
         max_pixels=container.settings.storage.max_image_pixels,
     )
     outcome = await service.caption(
-        user, valid, pinned_ids=_parse_ids(concept_ids), question=question,
-        max_new_tokens=max_new_tokens, use_retrieval=retrieve, k=k,
+        user,
+        valid,
+        pinned_ids=_parse_ids(concept_ids),
+        question=question,
+        max_new_tokens=max_new_tokens,
+        use_retrieval=retrieve,
+        k=k,
     )
     request.app.state.metrics.observe_caption(outcome.timings_ms)
     return caption_public(outcome.caption, outcome.model_version)
@@ -114,8 +129,11 @@ async def create_caption(
 
 @router.get("", response_model=CaptionsPublic)
 def list_captions(
-    user: CurrentUser, session: SessionDep, service: Any = Depends(get_captions),
-    skip: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    user: CurrentUser,
+    session: SessionDep,
+    service: CaptionsDep,
+    skip: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> CaptionsPublic:
     rows, count = service.list(session, user, skip, limit)
     return CaptionsPublic(data=[caption_public(r) for r in rows], count=count)
@@ -123,15 +141,18 @@ def list_captions(
 
 @router.get("/{caption_id}", response_model=CaptionPublic)
 def get_caption(
-    caption_id: int, user: CurrentUser, session: SessionDep, service: Any = Depends(get_captions)
+    caption_id: int, user: CurrentUser, session: SessionDep, service: CaptionsDep
 ) -> CaptionPublic:
     return caption_public(service.get(session, user, caption_id))
 
 
 @router.patch("/{caption_id}", response_model=CaptionPublic)
 def caption_feedback(
-    caption_id: int, body: CaptionFeedback, user: CurrentUser, session: SessionDep,
-    service: Any = Depends(get_captions),
+    caption_id: int,
+    body: CaptionFeedback,
+    user: CurrentUser,
+    session: SessionDep,
+    service: CaptionsDep,
 ) -> CaptionPublic:
     """Accept, reject or edit a caption (kept as feedback for future training data)."""
     row = service.set_feedback(session, user, caption_id, body.feedback, body.edited_caption)
@@ -140,7 +161,9 @@ def caption_feedback(
 
 @router.get("/{caption_id}/image", response_class=FileResponse)
 def caption_image(
-    caption_id: int, user: CurrentUser, session: SessionDep, service: Any = Depends(get_captions)
+    caption_id: int, user: CurrentUser, session: SessionDep, service: CaptionsDep
 ) -> FileResponse:
-    return FileResponse(service.caption_image_path(session, user, caption_id),
-                        headers={"Cache-Control": "private, max-age=86400"})
+    return FileResponse(
+        service.caption_image_path(session, user, caption_id),
+        headers={"Cache-Control": "private, max-age=86400"},
+    )

@@ -13,9 +13,9 @@ from app.api.schemas import (
     ConceptPublic,
     ConceptsPublic,
     ConceptUpdate,
+    ImagePublic,
     ImagesPublic,
     ImageUpdate,
-    ImagePublic,
 )
 from app.api.serializers import concept_public, image_public
 from app.api.uploads import read_uploads
@@ -27,8 +27,11 @@ MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 
 @router.get("", response_model=ConceptsPublic)
 def list_concepts(
-    user: CurrentUser, session: SessionDep, container: ContainerDep,
-    skip: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    user: CurrentUser,
+    session: SessionDep,
+    container: ContainerDep,
+    skip: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> ConceptsPublic:
     rows, count = container.concepts.list(session, user, skip=skip, limit=limit)
     return ConceptsPublic(data=[concept_public(c) for c in rows], count=count)
@@ -48,8 +51,14 @@ async def create_concept(
     uploads = await read_uploads(images, container.settings.storage.max_upload_bytes)
 
     concept = await run_in_threadpool(
-        container.concepts.create, session, user, name=name, description=description,
-        category=category, use_for_training=use_for_training, uploads=uploads,
+        container.concepts.create,
+        session,
+        user,
+        name=name,
+        description=description,
+        category=category,
+        use_for_training=use_for_training,
+        uploads=uploads,
     )
     return concept_public(concept)
 
@@ -63,7 +72,10 @@ def get_concept(
 
 @router.patch("/{concept_id}", response_model=ConceptPublic)
 def update_concept(
-    concept_id: int, body: ConceptUpdate, user: CurrentUser, session: SessionDep,
+    concept_id: int,
+    body: ConceptUpdate,
+    user: CurrentUser,
+    session: SessionDep,
     container: ContainerDep,
 ) -> ConceptPublic:
     concept = container.concepts.update(
@@ -92,13 +104,19 @@ async def add_images(
 ) -> ImagesPublic:
     uploads = await read_uploads(images, container.settings.storage.max_upload_bytes)
 
-    rows = await run_in_threadpool(container.concepts.add_images, session, user, concept_id, uploads)
+    rows = await run_in_threadpool(
+        container.concepts.add_images, session, user, concept_id, uploads
+    )
     return ImagesPublic(data=[image_public(r) for r in rows], count=len(rows))
 
 
 @router.patch("/{concept_id}/images/{image_id}", response_model=ImagePublic)
 def update_image(
-    concept_id: int, image_id: int, body: ImageUpdate, user: CurrentUser, session: SessionDep,
+    concept_id: int,
+    image_id: int,
+    body: ImageUpdate,
+    user: CurrentUser,
+    session: SessionDep,
     container: ContainerDep,
 ) -> ImagePublic:
     row = container.concepts.set_image_flags(
@@ -109,7 +127,10 @@ def update_image(
 
 @router.delete("/{concept_id}/images/{image_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_image(
-    concept_id: int, image_id: int, user: CurrentUser, session: SessionDep,
+    concept_id: int,
+    image_id: int,
+    user: CurrentUser,
+    session: SessionDep,
     container: ContainerDep,
 ) -> Response:
     container.concepts.delete_image(session, user, concept_id, image_id)
@@ -118,19 +139,26 @@ def delete_image(
 
 @router.get("/{concept_id}/images/{image_id}", response_class=FileResponse)
 def get_image_file(
-    concept_id: int, image_id: int, user: CurrentUser, session: SessionDep,
+    concept_id: int,
+    image_id: int,
+    user: CurrentUser,
+    session: SessionDep,
     container: ContainerDep,
 ) -> FileResponse:
     row = container.concepts.get_image(session, user, concept_id, image_id)
     return FileResponse(
-        container.store.absolute(row.path), media_type=MEDIA_TYPES.get(row.format),
+        container.store.absolute(row.path),
+        media_type=MEDIA_TYPES.get(row.format),
         headers={"Cache-Control": "private, max-age=86400"},
     )
 
 
 @router.get("/{concept_id}/images/{image_id}/thumbnail", response_class=FileResponse)
 def get_image_thumbnail(
-    concept_id: int, image_id: int, user: CurrentUser, session: SessionDep,
+    concept_id: int,
+    image_id: int,
+    user: CurrentUser,
+    session: SessionDep,
     container: ContainerDep,
 ) -> FileResponse:
     row = container.concepts.get_image(session, user, concept_id, image_id)

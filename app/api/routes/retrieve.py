@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, UploadFile
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import ContainerDep, CurrentUser, SessionDep, get_retrieval
+from app.api.deps import ContainerDep, CurrentUser, RetrievalDep, SessionDep
 from app.api.uploads import read_uploads
 from app.storage import validate_image
 
@@ -35,13 +35,15 @@ async def retrieve(
     user: CurrentUser,
     session: SessionDep,
     container: ContainerDep,
+    retrieval: RetrievalDep,
     image: Annotated[UploadFile, File(description="The query photo (JPEG, PNG or WebP)")],
     k: Annotated[int | None, Form(description="Unique concepts to return")] = None,
-    retrieval: Any = Depends(get_retrieval),
 ) -> RetrievePublic:
     upload = (await read_uploads([image], container.settings.storage.max_upload_bytes))[0]
     valid = validate_image(
-        upload.data, upload.filename, upload.content_type,
+        upload.data,
+        upload.filename,
+        upload.content_type,
         max_bytes=container.settings.storage.max_upload_bytes,
         max_pixels=container.settings.storage.max_image_pixels,
     )
@@ -50,8 +52,6 @@ async def retrieve(
 
 
 @router.get("/calibration")
-def calibration(
-    user: CurrentUser, session: SessionDep, retrieval: Any = Depends(get_retrieval)
-) -> dict[str, Any]:
+def calibration(user: CurrentUser, session: SessionDep, retrieval: RetrievalDep) -> dict[str, Any]:
     """A suggested similarity threshold from your own photos (see `repic index calibrate`)."""
     return retrieval.calibrate(session, user)

@@ -26,8 +26,9 @@ def _user(container, name: str = "anya") -> User:
 def _register(container, user, name, photos, category="dog"):
     uploads = [Upload(data, f"{name}{i}.jpg", "image/jpeg") for i, data in enumerate(photos)]
     with container.session_factory() as session:
-        return container.concepts.create(session, user, name=name, category=category,
-                                         uploads=uploads)
+        return container.concepts.create(
+            session, user, name=name, category=category, uploads=uploads
+        )
 
 
 def _image(data: bytes) -> Image.Image:
@@ -54,8 +55,9 @@ def anya(container):
 @pytest.fixture
 def dog_and_cat(container, anya):
     dog = _register(container, anya, "bo", [fixture_photo("dog", 0), fixture_photo("dog", 1)])
-    cat = _register(container, anya, "mia", [fixture_photo("cat", 0), fixture_photo("cat", 1)],
-                    category="cat")
+    cat = _register(
+        container, anya, "mia", [fixture_photo("cat", 0), fixture_photo("cat", 1)], category="cat"
+    )
     return dog, cat
 
 
@@ -102,8 +104,7 @@ def test_threshold_drops_weak_hits(container, settings, anya, dog_and_cat) -> No
 def test_eval_only_photos_are_not_references(container, anya, dog_and_cat) -> None:
     dog, _ = dog_and_cat
     with container.session_factory() as session:
-        container.concepts.set_image_flags(session, anya, dog.id, dog.images[0].id,
-                                           eval_only=True)
+        container.concepts.set_image_flags(session, anya, dog.id, dog.images[0].id, eval_only=True)
     result = _retrieve(container, anya, fixture_photo("dog", 0), k=2)
     assert all(c.image_id != dog.images[0].id for c in result.concepts)
 
@@ -240,9 +241,13 @@ def test_reembed_switches_embedder_while_old_index_served(
         assert service.embedder_id != old_id
         assert _retrieve(restarted, anya, fixture_photo("cat", 1)).concepts[0].name == "mia"
         with restarted.session_factory() as session:
-            per_embedder = dict(session.execute(
-                select(ImageEmbedding.embedder_id, func.count()).group_by(ImageEmbedding.embedder_id)
-            ).all())
+            per_embedder = dict(
+                session.execute(
+                    select(ImageEmbedding.embedder_id, func.count()).group_by(
+                        ImageEmbedding.embedder_id
+                    )
+                ).all()
+            )
         assert per_embedder == {old_id: 4, service.embedder_id: 4}
         # the first app instance follows the switch through the database
         assert _retrieve(container, anya, fixture_photo("dog", 1)).concepts[0].name == "bo"

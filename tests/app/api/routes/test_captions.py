@@ -16,10 +16,17 @@ def _photo(subject: str, index: int) -> tuple[str, tuple[str, bytes, str]]:
 
 
 def _concepts(client, headers):
-    bo = create_concept(client, headers, "bo", [fixture_photo("dog", 0), fixture_photo("dog", 1)],
-                        description="our corgi", category="dog")
-    mia = create_concept(client, headers, "mia", [fixture_photo("cat", 0)],
-                         description="a grey cat", category="cat")
+    bo = create_concept(
+        client,
+        headers,
+        "bo",
+        [fixture_photo("dog", 0), fixture_photo("dog", 1)],
+        description="our corgi",
+        category="dog",
+    )
+    mia = create_concept(
+        client, headers, "mia", [fixture_photo("cat", 0)], description="a grey cat", category="cat"
+    )
     return bo, mia
 
 
@@ -30,8 +37,12 @@ def anya(client):
 
 def test_caption_with_pinned_concepts(client, anya) -> None:
     bo, mia = _concepts(client, anya)
-    r = client.post("/api/captions", headers=anya, files=[_photo("dog", 2)],
-                    data={"concept_ids": [str(mia["id"]), str(bo["id"])], "retrieve": "false"})
+    r = client.post(
+        "/api/captions",
+        headers=anya,
+        files=[_photo("dog", 2)],
+        data={"concept_ids": [str(mia["id"]), str(bo["id"])], "retrieve": "false"},
+    )
     assert r.status_code == 201, r.text
     body = r.json()
     assert [(c["name"], c["pinned"]) for c in body["concepts"]] == [("mia", True), ("bo", True)]
@@ -54,8 +65,12 @@ def test_caption_with_retrieved_concepts(client, anya) -> None:
 def test_pinned_concept_of_another_user_is_404(client, anya) -> None:
     bo, _ = _concepts(client, anya)
     boris = register(client, "boris")
-    r = client.post("/api/captions", headers=boris, files=[_photo("dog", 2)],
-                    data={"concept_ids": str(bo["id"])})
+    r = client.post(
+        "/api/captions",
+        headers=boris,
+        files=[_photo("dog", 2)],
+        data={"concept_ids": str(bo["id"])},
+    )
     assert r.status_code == 404
     assert client.get("/api/captions", headers=boris).json()["count"] == 0
 
@@ -65,8 +80,11 @@ def test_captions_are_listed_and_accept_feedback(client, anya) -> None:
     made = client.post("/api/captions", headers=anya, files=[_photo("cat", 0)]).json()
     listed = client.get("/api/captions", headers=anya).json()
     assert listed["count"] == 1 and listed["data"][0]["id"] == made["id"]
-    r = client.patch(f"/api/captions/{made['id']}", headers=anya,
-                     json={"feedback": "edited", "edited_caption": "<mia> sleeps."})
+    r = client.patch(
+        f"/api/captions/{made['id']}",
+        headers=anya,
+        json={"feedback": "edited", "edited_caption": "<mia> sleeps."},
+    )
     assert r.json()["feedback"] == "edited" and r.json()["edited_caption"] == "<mia> sleeps."
     bad = client.patch(f"/api/captions/{made['id']}", headers=anya, json={"feedback": "meh"})
     assert bad.status_code == 422
@@ -82,8 +100,9 @@ def test_other_users_caption_is_404(client, anya) -> None:
 
 
 def test_bad_photo_is_refused(client, anya) -> None:
-    r = client.post("/api/captions", headers=anya,
-                    files=[("image", ("x.jpg", b"not a photo", "image/jpeg"))])
+    r = client.post(
+        "/api/captions", headers=anya, files=[("image", ("x.jpg", b"not a photo", "image/jpeg"))]
+    )
     assert r.status_code == 422
 
 
@@ -92,10 +111,15 @@ def _openai_client(settings_factory, base_url: str, model: str):
     from app.main import create_app
     from app.setup import setup_services
 
-    settings = settings_factory(caption={
-        "backend": "openai", "openai_base_urls": [base_url], "model": model,
-        "max_retries": 1, "timeout_s": 5,
-    })
+    settings = settings_factory(
+        caption={
+            "backend": "openai",
+            "openai_base_urls": [base_url],
+            "model": model,
+            "max_retries": 1,
+            "timeout_s": 5,
+        }
+    )
     container = build_container(settings)
     setup_services(container)
     return container, TestClient(create_app(container=container))
@@ -107,9 +131,16 @@ def test_prompt_sent_to_the_server_holds_the_demonstrations_in_order(settings_fa
         with client:
             headers = register(client, "anya")
             bo, mia = _concepts(client, headers)
-            r = client.post("/api/captions", headers=headers, files=[_photo("dog", 2)],
-                            data={"concept_ids": [str(bo["id"]), str(mia["id"])],
-                                  "retrieve": "false", "question": "Who is here?"})
+            r = client.post(
+                "/api/captions",
+                headers=headers,
+                files=[_photo("dog", 2)],
+                data={
+                    "concept_ids": [str(bo["id"]), str(mia["id"])],
+                    "retrieve": "false",
+                    "question": "Who is here?",
+                },
+            )
             assert r.status_code == 201, r.text
         container.close()
         sent = server.chat_requests[-1]
@@ -119,8 +150,11 @@ def test_prompt_sent_to_the_server_holds_the_demonstrations_in_order(settings_fa
     kinds = [part["type"] for part in user["content"]]
     assert kinds == ["image_url", "text", "image_url", "text", "image_url", "text"]
     texts = [p["text"] for p in user["content"] if p["type"] == "text"]
-    assert texts == ["1. Name: <bo>, Info: our corgi", "2. Name: <mia>, Info: a grey cat",
-                     "This is the query image. Who is here?"]
+    assert texts == [
+        "1. Name: <bo>, Info: our corgi",
+        "2. Name: <mia>, Info: a grey cat",
+        "This is the query image. Who is here?",
+    ]
     assert user["content"][0]["image_url"]["url"].startswith("data:image/")
 
 
@@ -128,7 +162,8 @@ def test_backend_down_is_503_and_stores_nothing(settings_factory) -> None:
     from tests.utils.server import free_port
 
     container, client = _openai_client(
-        settings_factory, f"http://127.0.0.1:{free_port()}", "base-model")
+        settings_factory, f"http://127.0.0.1:{free_port()}", "base-model"
+    )
     with client:
         headers = register(client, "anya")
         _concepts(client, headers)

@@ -50,7 +50,8 @@ def test_get_concept(client, anya) -> None:
 def test_patch_concept(client, anya) -> None:
     created = create_concept(client, anya)
     r = client.patch(
-        f"/api/concepts/{created['id']}", headers=anya,
+        f"/api/concepts/{created['id']}",
+        headers=anya,
         json={"description": "a very good dog", "use_for_training": True},
     )
     assert r.status_code == 200

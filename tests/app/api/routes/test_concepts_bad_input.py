@@ -20,13 +20,22 @@ def anya(client):
 
 def _bomb_png(width: int, height: int) -> bytes:
     """A valid PNG header claiming a huge canvas (the pixel data is never decoded)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(
-            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
         )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 10))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _truncated_jpeg() -> bytes:
@@ -42,7 +51,13 @@ def _gif() -> bytes:
 
 CASES = [
     # id, name, files, expected status, words in detail
-    ("not-an-image", "bo", [("a.png", b"hello, I am text", "image/png")], 422, "not a readable image"),
+    (
+        "not-an-image",
+        "bo",
+        [("a.png", b"hello, I am text", "image/png")],
+        422,
+        "not a readable image",
+    ),
     ("truncated", "bo", [("a.jpg", _truncated_jpeg(), "image/jpeg")], 422, "truncated"),
     ("zero-bytes", "bo", [("a.png", b"", "image/png")], 422, "empty"),
     ("bomb", "bo", [("a.png", _bomb_png(30000, 30000), "image/png")], 413, "pixels"),
@@ -55,11 +70,17 @@ CASES = [
     ("blank-name", "   ", [("a.png", make_image(), "image/png")], 422, "Name must not be empty"),
     ("overlong-name", "x" * 65, [("a.png", make_image(), "image/png")], 422, "at most 64"),
     ("name-with-space", "big bo", [("a.png", make_image(), "image/png")], 422, "no spaces"),
-    ("one-bad-of-three", "bo", [
-        ("a.png", make_image(shape=0), "image/png"),
-        ("b.png", make_image(shape=1), "image/png"),
-        ("c.png", b"garbage", "image/png"),
-    ], 422, "c.png"),
+    (
+        "one-bad-of-three",
+        "bo",
+        [
+            ("a.png", make_image(shape=0), "image/png"),
+            ("b.png", make_image(shape=1), "image/png"),
+            ("c.png", b"garbage", "image/png"),
+        ],
+        422,
+        "c.png",
+    ),
 ]
 
 
@@ -89,8 +110,12 @@ def test_file_over_size_limit_is_413(settings_factory) -> None:
     with TestClient(create_app(container=container)) as c:
         headers = register(c, "anya")
         big = make_image(size=(400, 400), fmt="PNG", color=(1, 2, 3))
-        r = c.post("/api/concepts", headers=headers, data={"name": "bo"},
-                   files=[("images", ("a.png", big, "image/png"))])
+        r = c.post(
+            "/api/concepts",
+            headers=headers,
+            data={"name": "bo"},
+            files=[("images", ("a.png", big, "image/png"))],
+        )
         assert r.status_code == 413
         assert "limit of 1000 bytes" in r.json()["detail"]
         _assert_nothing_stored(c, headers, container)
@@ -111,10 +136,18 @@ def test_no_file_is_refused(client, anya) -> None:
 
 def test_duplicate_name_is_409_and_stores_nothing_new(client, anya, container) -> None:
     first = make_image(shape=0)
-    client.post("/api/concepts", headers=anya, data={"name": "bo"},
-                files=[("images", ("a.png", first, "image/png"))])
-    r = client.post("/api/concepts", headers=anya, data={"name": "Bo"},
-                    files=[("images", ("b.png", make_image(shape=1), "image/png"))])
+    client.post(
+        "/api/concepts",
+        headers=anya,
+        data={"name": "bo"},
+        files=[("images", ("a.png", first, "image/png"))],
+    )
+    r = client.post(
+        "/api/concepts",
+        headers=anya,
+        data={"name": "Bo"},
+        files=[("images", ("b.png", make_image(shape=1), "image/png"))],
+    )
     assert r.status_code == 409
     assert "already exists" in r.json()["detail"]
     assert len([p for p in container.store.root.rglob("*.png")]) == 1
@@ -124,15 +157,19 @@ def test_bad_image_added_to_existing_concept_stores_none(client, anya, container
     from tests.utils.concepts import create_concept
 
     created = create_concept(client, anya)
-    files = [("images", ("ok.png", make_image(shape=2, color=(9, 9, 9)), "image/png")),
-             ("images", ("bad.png", b"\x89PNG broken", "image/png"))]
+    files = [
+        ("images", ("ok.png", make_image(shape=2, color=(9, 9, 9)), "image/png")),
+        ("images", ("bad.png", b"\x89PNG broken", "image/png")),
+    ]
     r = client.post(f"/api/concepts/{created['id']}/images", headers=anya, files=files)
     assert r.status_code == 422
     assert len(client.get(f"/api/concepts/{created['id']}", headers=anya).json()["images"]) == 2
     assert len(list(container.store.root.rglob("*.png"))) == 2
 
 
-def test_database_failure_mid_registration_leaves_no_file(client, anya, container, monkeypatch) -> None:
+def test_database_failure_mid_registration_leaves_no_file(
+    client, anya, container, monkeypatch
+) -> None:
     """A failure after the files are written (here: at flush of the image rows) undoes them."""
     service = container.concepts
 
@@ -141,7 +178,11 @@ def test_database_failure_mid_registration_leaves_no_file(client, anya, containe
 
     monkeypatch.setattr(service.hooks, "images_added", boom)
     with pytest.raises(RuntimeError):
-        client.post("/api/concepts", headers=anya, data={"name": "bo"},
-                    files=[("images", ("a.png", make_image(), "image/png"))])
+        client.post(
+            "/api/concepts",
+            headers=anya,
+            data={"name": "bo"},
+            files=[("images", ("a.png", make_image(), "image/png"))],
+        )
     monkeypatch.undo()
     _assert_nothing_stored(client, anya, container)

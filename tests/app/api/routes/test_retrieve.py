@@ -10,8 +10,12 @@ from tests.utils.users import register
 
 
 def _query(client, headers, subject="dog", index=1, **data):
-    return client.post("/api/retrieve", headers=headers, data=data,
-                       files={"image": ("q.jpg", fixture_photo(subject, index), "image/jpeg")})
+    return client.post(
+        "/api/retrieve",
+        headers=headers,
+        data=data,
+        files={"image": ("q.jpg", fixture_photo(subject, index), "image/jpeg")},
+    )
 
 
 @pytest.fixture
@@ -45,8 +49,9 @@ def test_k_out_of_range_is_422(client, anya) -> None:
 
 
 def test_anonymous_retrieve_is_401(client) -> None:
-    r = client.post("/api/retrieve",
-                    files={"image": ("q.jpg", fixture_photo("dog", 0), "image/jpeg")})
+    r = client.post(
+        "/api/retrieve", files={"image": ("q.jpg", fixture_photo("dog", 0), "image/jpeg")}
+    )
     assert r.status_code == 401
 
 
