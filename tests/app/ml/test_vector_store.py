@@ -1,0 +1,282 @@
+"""OwnerVectorStore: owner isolation, exactness, persistence (atomic), verification."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.ml.errors import DuplicateVectorId, VectorStoreCorrupt
+from app.ml.vector_store import MANIFEST_NAME, OwnerVectorStore
+
+pytestmark = pytest.mark.nodb
+
+DIM = 16
+EMBEDDER = "open_clip:tiny:test"
+
+
+def unit(n: int, seed: int = 0, dim: int = DIM) -> np.ndarray:
+    vectors = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+@pytest.fixture
+def store() -> OwnerVectorStore:
+    """Owner 1 holds ids 100-109, owner 2 ids 200-219."""
+    s = OwnerVectorStore(DIM, EMBEDDER)
+    s.add(1, range(100, 110), unit(10, seed=1))
+    s.add(2, range(200, 220), unit(20, seed=2))
+    return s
+
+
+def test_search_only_returns_the_owners_ids(store: OwnerVectorStore) -> None:
+    hits = store.search(1, unit(8, seed=9), k=50)
+
+    assert len(hits) == 8
+    for row in hits:
+        assert {i for i, _ in row} == set(range(100, 110))
+
+
+def test_search_of_owner_b_vector_by_owner_a_never_returns_it(store: OwnerVectorStore) -> None:
+    owner_b_vector = unit(20, seed=2)[:1]
+
+    hits = store.search(1, owner_b_vector, k=3)[0]
+
+    assert all(100 <= i < 110 for i, _ in hits)
+
+
+def test_search_matches_brute_force(store: OwnerVectorStore) -> None:
+    queries = unit(5, seed=7)
+    expected_scores = queries @ unit(20, seed=2).T
+
+    hits = store.search(2, queries, k=4)
+
+    for q, row in enumerate(hits):
+        order = np.argsort(-expected_scores[q])[:4]
+        assert [i for i, _ in row] == [200 + int(j) for j in order]
+        np.testing.assert_allclose([s for _, s in row], expected_scores[q][order], atol=1e-5)
+
+
+def test_owner_without_vectors_gets_empty_lists(store: OwnerVectorStore) -> None:
+    assert store.search(3, unit(2), k=5) == [[], []]
+
+
+def test_count_and_ids(store: OwnerVectorStore) -> None:
+    assert store.count() == 30
+    assert store.count(1) == 10
+    assert store.count(3) == 0
+    assert store.ids(2) == set(range(200, 220))
+    assert store.ids() == set(range(100, 110)) | set(range(200, 220))
+
+
+def test_remove_spans_owners_and_ignores_unknown_ids(store: OwnerVectorStore) -> None:
+    removed = store.remove([100, 101, 200, 999])
+
+    assert removed == 3
+    assert store.count(1) == 8
+    assert store.count(2) == 19
+    assert all(i not in {100, 101} for i, _ in store.search(1, unit(1), k=10)[0])
+
+
+def test_removing_an_owners_last_vector_empties_it(store: OwnerVectorStore) -> None:
+    store.remove(range(100, 110))
+
+    assert store.count(1) == 0
+    assert store.search(1, unit(1), k=2) == [[]]
+
+
+def test_duplicate_id_is_rejected_and_nothing_added(store: OwnerVectorStore) -> None:
+    with pytest.raises(DuplicateVectorId, match="105"):
+        store.add(3, [300, 105], unit(2, seed=3))
+
+    assert store.count() == 30
+    assert store.count(3) == 0
+
+
+def test_duplicate_id_within_one_call_is_rejected() -> None:
+    s = OwnerVectorStore(DIM, EMBEDDER)
+
+    with pytest.raises(DuplicateVectorId):
+        s.add(1, [5, 5], unit(2))
+
+
+@pytest.mark.parametrize(
+    ("vectors", "message"),
+    [
+        (unit(2, dim=DIM + 1), "shape"),
+        (unit(2).astype(np.float64), "float32"),
+        (unit(2) * 2.0, "normalised"),
+        (unit(3), "3 vectors"),
+    ],
+)
+def test_add_validates_vectors(vectors: np.ndarray, message: str) -> None:
+    s = OwnerVectorStore(DIM, EMBEDDER)
+
+    with pytest.raises(ValueError, match=message):
+        s.add(1, [1, 2], vectors)
+
+
+def test_save_load_round_trip(store: OwnerVectorStore, tmp_path: Path) -> None:
+    store.save(tmp_path)
+
+    loaded = OwnerVectorStore.load(tmp_path)
+
+    assert loaded.embedder_id == EMBEDDER
+    assert loaded.dim == DIM
+    assert loaded.ids() == store.ids()
+    queries = unit(3, seed=5)
+    assert loaded.search(2, queries, 5) == store.search(2, queries, 5)
+    manifest = json.loads((tmp_path / MANIFEST_NAME).read_text())
+    assert {o["owner_id"]: o["count"] for o in manifest["owners"]} == {1: 10, 2: 20}
+
+
+def test_save_replaces_the_previous_data_file(store: OwnerVectorStore, tmp_path: Path) -> None:
+    store.save(tmp_path)
+    store.remove([100])
+    store.save(tmp_path)
+
+    assert len(list(tmp_path.glob("vectors-*"))) == 1
+    assert OwnerVectorStore.load(tmp_path).count() == 29
+
+
+def test_crash_during_save_keeps_the_previous_index(
+    store: OwnerVectorStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.save(tmp_path)
+    store.remove([100, 200])
+    real_replace = os.replace
+    calls = {"n": 0}
+
+    def crashing_replace(src: str, dst: str) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError("simulated crash")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crashing_replace)
+    with pytest.raises(OSError, match="simulated crash"):
+        store.save(tmp_path)
+    monkeypatch.undo()
+
+    loaded = OwnerVectorStore.load(tmp_path)
+    assert loaded.count() == 30
+    assert 100 in loaded.ids(1)
+
+
+def test_load_of_missing_folder_raises_corrupt(tmp_path: Path) -> None:
+    with pytest.raises(VectorStoreCorrupt, match="missing"):
+        OwnerVectorStore.load(tmp_path / "nope")
+
+
+def test_load_of_truncated_data_raises_corrupt(store: OwnerVectorStore, tmp_path: Path) -> None:
+    store.save(tmp_path)
+    data = next(tmp_path.glob("vectors-*"))
+    data.write_bytes(data.read_bytes()[:-10])
+
+    with pytest.raises(VectorStoreCorrupt):
+        OwnerVectorStore.load(tmp_path)
+
+
+def test_load_of_flipped_byte_raises_corrupt(store: OwnerVectorStore, tmp_path: Path) -> None:
+    store.save(tmp_path)
+    data = next(tmp_path.glob("vectors-*"))
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    data.write_bytes(bytes(raw))
+
+    with pytest.raises(VectorStoreCorrupt, match="corrupt"):
+        OwnerVectorStore.load(tmp_path)
+
+
+def test_load_of_garbled_manifest_raises_corrupt(store: OwnerVectorStore, tmp_path: Path) -> None:
+    store.save(tmp_path)
+    (tmp_path / MANIFEST_NAME).write_text("{not json")
+
+    with pytest.raises(VectorStoreCorrupt):
+        OwnerVectorStore.load(tmp_path)
+
+
+def test_verify_ok_when_index_matches(store: OwnerVectorStore) -> None:
+    expected = {i: 1 for i in range(100, 110)} | {i: 2 for i in range(200, 220)}
+
+    report = store.verify(expected, EMBEDDER)
+
+    assert report.ok
+    assert report.reasons == []
+
+
+def test_verify_reports_each_mismatch(store: OwnerVectorStore) -> None:
+    expected = {i: 1 for i in range(100, 110)} | {i: 2 for i in range(200, 219)}
+    expected[105] = 2  # wrong owner
+    expected[999] = 1  # missing from the index; 219 is extra
+
+    report = store.verify(expected, "open_clip:other")
+
+    assert not report.ok
+    assert report.embedder_mismatch
+    assert report.missing_ids == {999}
+    assert report.extra_ids == {219}
+    assert report.owner_mismatches == {105: (2, 1)}
+    assert len(report.reasons) == 4
+
+
+def test_rebuild_replaces_content(store: OwnerVectorStore) -> None:
+    vectors = unit(3, seed=4)
+
+    store.rebuild([(7, 700, vectors[0]), (7, 701, vectors[1]), (8, 800, vectors[2])])
+
+    assert store.ids() == {700, 701, 800}
+    assert store.search(7, vectors[1:2], k=1)[0][0][0] == 701
+    assert store.count(1) == 0
+
+
+def test_failed_rebuild_keeps_previous_content(store: OwnerVectorStore) -> None:
+    vectors = unit(2, seed=4)
+
+    with pytest.raises(DuplicateVectorId):
+        store.rebuild([(7, 700, vectors[0]), (8, 700, vectors[1])])
+
+    assert store.count() == 30
+
+
+def test_large_owner_uses_approximate_index_and_still_removes(tmp_path: Path) -> None:
+    s = OwnerVectorStore(DIM, EMBEDDER, approx_threshold=50)
+    vectors = unit(80, seed=6)
+    s.add(1, range(80), vectors)
+    s.add(2, range(100, 110), unit(10, seed=8))
+
+    assert s.search(1, vectors[3:4], k=1)[0][0][0] == 3
+    assert s.remove([3, 4, 105]) == 3
+    assert s.count(1) == 78
+    assert all(i != 3 for i, _ in s.search(1, vectors[3:4], k=5)[0])
+    s.save(tmp_path)
+    assert OwnerVectorStore.load(tmp_path).ids(1) == s.ids(1)
+
+
+def test_concurrent_searches_and_writes_stay_consistent(store: OwnerVectorStore) -> None:
+    errors: list[BaseException] = []
+    queries = unit(4, seed=11)
+
+    def searcher() -> None:
+        try:
+            for _ in range(200):
+                for row in store.search(2, queries, k=3):
+                    assert all(200 <= i < 400 for i, _ in row)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=searcher) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for n in range(50):
+        store.add(2, [300 + n], unit(1, seed=100 + n))
+        store.remove([300 + n])
+    for t in threads:
+        t.join()
+
+    assert errors == []
+    assert store.count(2) == 20
