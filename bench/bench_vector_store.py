@@ -4,10 +4,11 @@
 
 Data: 768-d random unit vectors split among many owners of 20-200 vectors plus one large owner
 holding 5% of all vectors. Every ratio compares two timings taken in the same run, interleaved
-query by query, so machine noise hits both sides alike.
+query by query (which side goes first alternates), so machine noise hits both sides alike.
 
-Measured per size: owner-scoped search p50/p95 (ours vs a raw ``IndexFlatIP`` holding only that
-owner's vectors, and a global flat index with ``IDSelectorBatch`` for reference); add of one
+Measured per size: owner-scoped search p50/p95 (ours, i.e. ``OwnerVectorStore.search`` returning
+``(id, score)`` lists, vs ``IndexFlatIP.search`` on an index holding only that owner's vectors,
+returning raw arrays; and a global flat index with ``IDSelectorBatch`` for reference); add of one
 concept (5 images) vs a full ``rebuild``; save size; cold start (``load`` + ``verify``) vs the
 time to re-embed every image (tiny CLIP measured here, ViT-L/14 extrapolated from the 1.2 s per
 image CPU figure in ML_STACK_NOTES.md); memory per vector (serialized bytes / n, and the RSS
@@ -103,18 +104,27 @@ def bench_search(
     for i in range(n_queries):
         owner = owner_ids[i % len(owner_ids)]
         q = queries[i]
+        raw_index = raw_indexes[owner]
+        # Alternate which side goes first, so neither always runs right after the Python loop.
+        if i % 2:
+            t = perf()
+            store.search(owner, q, K)
+            times["ours"].append(perf() - t)
         t = perf()
-        store.search(owner, q, K)
-        times["ours"].append(perf() - t)
-        t = perf()
-        raw_indexes[owner].search(q, K)
+        raw_index.search(q, K)
         times["raw"].append(perf() - t)
+        if not i % 2:
+            t = perf()
+            store.search(owner, q, K)
+            times["ours"].append(perf() - t)
     global_index = faiss.IndexIDMap2(faiss.IndexFlatIP(DIM))
     global_index.add_with_ids(data.vectors, data.ids)
     for i in range(max(20, n_queries // 20)):
         owner = owner_ids[i % len(owner_ids)]
         start, end = data.bounds[owner]
-        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(data.ids[start:end]))
+        selector = faiss.IDSelectorBatch(data.ids[start:end])  # kept alive through the search
+        params = faiss.SearchParameters()
+        params.sel = selector
         t = perf()
         global_index.search(queries[i], K, params=params)
         times["selector"].append(perf() - t)
@@ -183,7 +193,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--quick", action="store_true", help="10k only, fewer queries")
     parser.add_argument("--sizes", default="10000,100000", help="comma-separated store sizes")
-    parser.add_argument("--queries", type=int, default=1000, help="search calls per owner class")
+    parser.add_argument(
+        "--queries", type=int, default=1000, help="search calls on the large owner (5x on typical)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     sizes = [10_000] if args.quick else [int(s) for s in args.sizes.split(",") if s]
@@ -207,10 +219,15 @@ def main(argv: list[str] | None = None) -> None:
 
         others = np.arange(2, n_owners + 1)
         small = [int(o) for o in rng.choice(others, size=min(50, len(others)), replace=False)]
-        classes = (("typical (20-200)", small), (f"large ({n // 20})", [data.large_owner]))
+        # Typical owners get 5x the calls: they cost ~0.02 ms each, and their ratio is the one
+        # near the goal, so a steadier p50 matters there.
+        classes = (
+            ("typical (20-200)", small, 5 * n_queries),
+            (f"large ({n // 20})", [data.large_owner], n_queries),
+        )
         for batch in (1, 8):
-            for label, owners in classes:
-                times = bench_search(store, data, owners, n_queries, batch, rng)
+            for label, owners, calls in classes:
+                times = bench_search(store, data, owners, calls, batch, rng)
                 ours50, ours95 = pct(times["ours"], 50), pct(times["ours"], 95)
                 raw50, raw95 = pct(times["raw"], 50), pct(times["raw"], 95)
                 sel50, sel95 = pct(times["selector"], 50), pct(times["selector"], 95)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.ml import vector_store
 from app.ml.errors import DuplicateVectorId, VectorStoreCorrupt
 from app.ml.vector_store import MANIFEST_NAME, OwnerVectorStore
 
@@ -280,3 +281,139 @@ def test_concurrent_searches_and_writes_stay_consistent(store: OwnerVectorStore)
 
     assert errors == []
     assert store.count(2) == 20
+
+
+def brute_force(
+    vectors: np.ndarray, ids: list[int], queries: np.ndarray, k: int
+) -> list[list[int]]:
+    scores = queries @ vectors.T
+    return [[ids[int(j)] for j in np.argsort(-row, kind="stable")[:k]] for row in scores]
+
+
+@pytest.fixture
+def small_snapshots(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Owners of at most 8 vectors are lock-free snapshots, larger ones are changed in place."""
+    monkeypatch.setattr(vector_store, "SNAPSHOT_MAX", 8)
+    return 8
+
+
+def test_float64_and_non_contiguous_queries_give_the_same_hits(store: OwnerVectorStore) -> None:
+    queries = unit(6, seed=12)
+    expected = store.search(2, queries, k=4)
+
+    as_float64 = store.search(2, queries.astype(np.float64), k=4)
+    every_other_row = store.search(2, np.repeat(queries, 2, axis=0)[::2], k=4)
+    fortran_order = store.search(2, np.asfortranarray(queries), k=4)
+
+    assert [[i for i, _ in row] for row in as_float64] == [[i for i, _ in r] for r in expected]
+    assert every_other_row == expected
+    assert fortran_order == expected
+
+
+def test_single_and_batched_queries_agree(store: OwnerVectorStore) -> None:
+    queries = unit(3, seed=13)
+
+    batched = store.search(2, queries, k=5)
+
+    assert [store.search(2, queries[q : q + 1], k=5)[0] for q in range(3)] == batched
+
+
+def test_owner_crossing_the_snapshot_size_both_ways_stays_exact(small_snapshots: int) -> None:
+    s = OwnerVectorStore(DIM, EMBEDDER)
+    vectors = unit(14, seed=21)
+    queries = unit(4, seed=22)
+    ids = list(range(500, 514))
+    s.add(1, ids[:6], vectors[:6])  # snapshot
+    s.add(1, ids[6:], vectors[6:])  # 14 > 8: changed in place from now on
+    assert [[i for i, _ in r] for r in s.search(1, queries, k=5)] == brute_force(
+        vectors, ids, queries, 5
+    )
+
+    s.remove(ids[2:9])  # 7 left: a snapshot again
+    keep = ids[:2] + ids[9:]
+    kept_vectors = np.concatenate([vectors[:2], vectors[9:]])
+    assert [[i for i, _ in r] for r in s.search(1, queries, k=5)] == brute_force(
+        kept_vectors, keep, queries, 5
+    )
+    s.add(1, [900], unit(1, seed=23))  # a snapshot owner grows by copy
+    s.remove([500])
+
+    assert s.ids(1) == set(keep[1:]) | {900}
+    assert s.count() == 7
+    assert s.verify({i: 1 for i in keep[1:] + [900]}, EMBEDDER).ok
+
+
+def test_in_place_owner_removes_stay_aligned_with_ids(small_snapshots: int) -> None:
+    s = OwnerVectorStore(DIM, EMBEDDER)
+    vectors = unit(30, seed=24)
+    ids = list(range(30))
+    s.add(1, ids, vectors)
+
+    s.remove([0, 7, 19])  # 27 left: still above the snapshot size, removed in place
+
+    keep = [i for i in ids if i not in {0, 7, 19}]
+    queries = unit(3, seed=25)
+    expected = brute_force(vectors[keep], keep, queries, 6)
+    assert [[i for i, _ in r] for r in s.search(1, queries, k=6)] == expected
+
+
+def test_snapshot_owner_search_does_not_wait_for_a_writer(store: OwnerVectorStore) -> None:
+    results: list[list[list[tuple[int, float]]]] = []
+    with store._lock.write():  # a long write (e.g. a rebuild of another owner) in progress
+        t = threading.Thread(target=lambda: results.append(store.search(1, unit(1), k=2)))
+        t.start()
+        t.join(timeout=10)
+        finished_during_write = not t.is_alive()
+    t.join()
+
+    assert finished_during_write
+    assert len(results[0][0]) == 2
+
+
+def test_searches_while_an_owner_crosses_the_snapshot_size(small_snapshots: int) -> None:
+    s = OwnerVectorStore(DIM, EMBEDDER)
+    s.add(1, range(6), unit(6, seed=31))
+    errors: list[BaseException] = []
+    queries = unit(3, seed=32)
+    stop = threading.Event()
+
+    def searcher() -> None:
+        try:
+            while not stop.is_set():
+                for row in s.search(1, queries, k=4):
+                    assert len(row) == 4
+                    assert all(0 <= i < 6 or 100 <= i < 110 for i, _ in row)
+                    scores = [sc for _, sc in row]
+                    assert scores == sorted(scores, reverse=True)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=searcher) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        for n in range(40):  # 6 <-> 16 vectors: snapshot <-> in place, both ways
+            extra = list(range(100, 110))
+            s.add(1, extra, unit(10, seed=40 + n))
+            s.remove(extra[: n % 10 + 1])
+            s.remove(extra[n % 10 + 1 :])
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+
+    assert errors == []
+    assert s.ids(1) == set(range(6))
+
+
+def test_approximate_owner_hits_are_its_own_distinct_ids() -> None:
+    s = OwnerVectorStore(DIM, EMBEDDER, approx_threshold=50)
+    s.add(1, range(1000, 1080), unit(80, seed=41))
+
+    rows = s.search(1, unit(3, seed=42), k=200)
+
+    for row in rows:
+        ids = [i for i, _ in row]
+        assert 0 < len(ids) <= 80
+        assert len(set(ids)) == len(ids)
+        assert set(ids) <= set(range(1000, 1080))
