@@ -24,6 +24,11 @@ models_app = typer.Typer(help="Model files (tiny offline models for tests and de
 index_app = typer.Typer(help="The FAISS index of concept photos.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(index_app, name="index")
+jobs_app = typer.Typer(help="Background jobs.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
+eval_app = typer.Typer(help="Evaluation: grounding metrics, RAP/RePIC import/export, runs.",
+                       no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
 
 
 def _fail(message: str) -> None:
@@ -50,10 +55,65 @@ def serve(
         upgrade(settings.database_url)
     typer.echo(f"RePIC on http://{host}:{port}  (data: {settings.data_dir}, db: "
                f"{settings.database_url.split('@')[-1]})")
-    uvicorn.run(
-        "app.asgi:app", host=host, port=port, workers=workers if not reload else 1,
-        reload=reload, proxy_headers=True,
-    )
+    from worker.embedded import EmbeddedWorker, embedded_broker
+
+    local_worker = None
+    if settings.worker.embedded_worker and embedded_broker(settings):
+        # No broker configured: run the jobs on a local worker over the SQLite broker.
+        local_worker = EmbeddedWorker(settings).start()
+        typer.echo(f"local worker started (log: {local_worker.log_path})")
+    try:
+        uvicorn.run(
+            "app.asgi:app", host=host, port=port, workers=workers if not reload else 1,
+            reload=reload, proxy_headers=True,
+        )
+    finally:
+        if local_worker is not None:
+            local_worker.stop()
+
+
+@app.command("worker")
+def worker_cmd(
+    queues: Annotated[str, typer.Option(help="cpu, gpu or cpu,gpu.")] = "cpu",
+    pool: Annotated[str | None, typer.Option(
+        help="Celery pool; default prefork (gpu: one task per child, so CUDA lives and dies "
+             "in the child).")] = None,
+    concurrency: Annotated[int | None, typer.Option(
+        help="Parallel tasks (default: gpu 1, cpu the number of cores).")] = None,
+    loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
+) -> None:
+    """Start a Celery worker on the cpu or gpu queue (Flower works against the same broker)."""
+    wanted = [q.strip() for q in queues.split(",") if q.strip()]
+    if not wanted or any(q not in ("cpu", "gpu") for q in wanted):
+        _fail("--queues must be cpu, gpu or cpu,gpu")
+    from worker.celery_app import app as celery_app
+
+    argv = ["worker", "-Q", ",".join(wanted), "--loglevel", loglevel,
+            "--pool", pool or "prefork"]
+    if "gpu" in wanted:
+        argv += ["--concurrency", str(concurrency or 1)]
+        if (pool or "prefork") == "prefork":
+            argv += ["--max-tasks-per-child", "1"]
+    elif concurrency:
+        argv += ["--concurrency", str(concurrency)]
+    celery_app.worker_main(argv)
+
+
+@jobs_app.command("reap")
+def jobs_reap() -> None:
+    """Fail or re-queue running jobs whose worker stopped heart-beating."""
+    from app.container import build_container
+    from app.services.jobs import setup_jobs
+
+    container = build_container(get_settings())
+    try:
+        setup_jobs(container, worker=True)
+        actions = container.extras["jobs"].reap_stale()
+        for job_id, action in actions:
+            typer.echo(f"job {job_id}: {action}")
+        typer.echo(f"{len(actions)} stale job(s)")
+    finally:
+        container.close()
 
 
 @db_app.command("upgrade")
@@ -110,6 +170,14 @@ def config_show() -> None:
     data = get_settings().model_dump(mode="json")
     data["auth"]["secret_key"] = "***"
     typer.echo(json.dumps(data, indent=2))
+
+
+@config_app.command("docs")
+def config_docs() -> None:
+    """Print docs/configuration.md (every REPIC_ variable) as generated from the settings."""
+    from app.config_docs import render_configuration_markdown
+
+    typer.echo(render_configuration_markdown(), nl=False)
 
 
 @models_app.command("build-tiny")
@@ -272,6 +340,187 @@ def caption(
         typer.echo(row.caption)
         typer.echo(f"[concepts: {names}; {'tiny test model; ' if row.tiny_model else ''}"
                    f"{outcome.timings_ms.get('total', 0):.0f} ms]", err=True)
+
+
+@eval_app.command("grounding")
+def eval_grounding(
+    results: Annotated[Path, typer.Argument(help="JSON list of [image, [names], caption, q] "
+                                                 "(or .jsonl).")],
+    case_sensitive: Annotated[bool, typer.Option(
+        "--case-sensitive", help="Compare names case-sensitively (paper: 2-concept).")] = False,
+    mode: Annotated[str, typer.Option(help="paper (the paper's quirks) or strict.")] = "paper",
+) -> None:
+    """Personal-grounding precision/recall/F1 of a result file, as JSON."""
+    from trainer.evaluate import MODES, ResultsFormatError, grounding_cli
+
+    if mode not in MODES:
+        _fail(f"--mode must be one of {', '.join(MODES)}")
+    try:
+        summary = grounding_cli(results, case_sensitive=case_sensitive, mode=mode)
+    except (OSError, ResultsFormatError) as exc:
+        _fail(f"error: {exc}")
+    typer.echo(json.dumps(summary, indent=2))
+
+
+def _eval_container(models: bool = False):  # type: ignore[no-untyped-def]
+    from app.container import build_container
+
+    container = build_container(get_settings())
+    if models:
+        from app.setup import setup_services
+
+        setup_services(container)
+    return container
+
+
+def _eval_user(session, username: str):  # type: ignore[no-untyped-def]
+    from sqlalchemy import select
+
+    from app.models import User
+
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None:
+        _fail(f"no user named {username!r}")
+    return user
+
+
+@eval_app.command("import-db")
+def eval_import_db(
+    database: Annotated[Path, typer.Argument(help="RAP/RePIC database JSON.")],
+    root: Annotated[Path, typer.Option(help="Folder the image paths are relative to.")],
+    user: Annotated[str, typer.Option(help="Whose concepts they become.")],
+    merge: Annotated[bool, typer.Option(
+        help="Add photos to existing concepts of the same name instead of refusing.")] = False,
+) -> None:
+    """Import a RAP/RePIC concept database as a user's concepts (all or nothing)."""
+    from app.errors import DomainError
+    from app.services.rap_format import import_database
+    from app.setup import setup_retrieval
+
+    container = _eval_container()
+    try:
+        # Embeddings and the index follow the photos.
+        container.extras.setdefault("closers", []).append(setup_retrieval(container).close)
+        with container.session_factory() as session:
+            owner = _eval_user(session, user)
+            report = import_database(session, container.concepts, owner, database, root,
+                                     on_conflict="merge" if merge else "error")
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    except DomainError as exc:
+        _fail(exc.detail)
+    finally:
+        container.close()
+
+
+@eval_app.command("import-queries")
+def eval_import_queries(
+    queries: Annotated[Path, typer.Argument(help="JSON {image_path: [names]}.")],
+    root: Annotated[Path, typer.Option(help="Folder the image paths are relative to.")],
+    user: Annotated[str, typer.Option(help="Owner of the set (and of the concepts named).")],
+    name: Annotated[str, typer.Option(help="Name of the new evaluation set.")],
+    case_sensitive: Annotated[bool, typer.Option(
+        "--case-sensitive", help="Score names case-sensitively (paper: 2-concept).")] = False,
+) -> None:
+    """Import a query set as an evaluation set (photos copied into the image store)."""
+    from app.errors import DomainError
+    from app.services.rap_format import ImportLimits, import_queries
+
+    container = _eval_container()
+    settings = container.settings
+    try:
+        with container.session_factory() as session:
+            owner = _eval_user(session, user)
+            row = import_queries(
+                session, container.store, owner, queries, root, name, case_sensitive,
+                ImportLimits(settings.storage.max_upload_bytes, settings.storage.max_image_pixels))
+            typer.echo(json.dumps({"id": row.id, "name": row.name, "queries": len(row.queries),
+                                   "case_sensitive": row.case_sensitive}))
+    except DomainError as exc:
+        _fail(exc.detail)
+    finally:
+        container.close()
+
+
+@eval_app.command("export-db")
+def eval_export_db(
+    out: Annotated[Path, typer.Argument(help="Database JSON to write (photos go beside it).")],
+    user: Annotated[str, typer.Option(help="Whose concepts to export.")],
+) -> None:
+    """Export a user's concepts in the RAP/RePIC database format."""
+    from app.services.rap_format import export_database
+
+    container = _eval_container()
+    try:
+        with container.session_factory() as session:
+            owner = _eval_user(session, user)
+            typer.echo(json.dumps(export_database(session, container.store, owner, out)))
+    finally:
+        container.close()
+
+
+@eval_app.command("run")
+def eval_run(
+    version: Annotated[int, typer.Option(help="Model version id.")],
+    set_name: Annotated[str, typer.Option("--set", help="Evaluation set name (or id).")],
+    setting: Annotated[str, typer.Option(help="skip, retrieval or wrong.")] = "skip",
+    k: Annotated[int | None, typer.Option(help="Retrieval K (default 2 or 4).")] = None,
+    user: Annotated[str | None, typer.Option(
+        help="Owner of the set, when several users have a set of that name.")] = None,
+) -> None:
+    """Evaluate a model version on a set in this process and print the metrics."""
+    from sqlalchemy import select
+
+    from app.errors import DomainError
+    from app.models import EvaluationSet
+
+    container = _eval_container(models=True)
+    try:
+        with container.session_factory() as session:
+            query = select(EvaluationSet)
+            if set_name.isdigit():
+                query = query.where(EvaluationSet.id == int(set_name))
+            else:
+                query = query.where(EvaluationSet.name == set_name)
+            if user is not None:
+                query = query.where(EvaluationSet.owner_id == _eval_user(session, user).id)
+            found = list(session.scalars(query))
+        if len(found) != 1:
+            _fail(f"{len(found)} evaluation sets match {set_name!r}"
+                  + ("; name the owner with --user" if found else ""))
+        service = container.extras["evaluations"]
+
+        def progress(done: int, total: int) -> None:
+            typer.echo(f"\rcaptioned {done}/{total}", nl=False, err=True)
+
+        row = service.run(version, found[0].id, {"setting": setting, "k": k}, progress)
+        typer.echo("", err=True)
+        typer.echo(json.dumps({"evaluation_id": row.id, "state": row.state, **row.metrics},
+                              indent=2))
+    except DomainError as exc:
+        _fail(exc.detail)
+    finally:
+        container.close()
+
+
+@app.command()
+def train(
+    config: Annotated[Path | None, typer.Option(
+        "--config", help="YAML of trainer arguments (see trainer/configs/).", exists=True,
+        dir_okay=False)] = None,
+    overrides: Annotated[list[str] | None, typer.Option(
+        "--set", help="Override one argument: --set key=value (repeatable).")] = None,
+    tiny: Annotated[bool, typer.Option(
+        "--tiny", help="End-to-end toy run on CPU with the tiny offline model.")] = False,
+) -> None:
+    """Run RePIC GRPO post-training (TRL + PEFT LoRA) outside the job queue."""
+    from trainer.grpo import train_cli
+
+    if config is None and not tiny:
+        _fail("give --config CONFIG.yaml (e.g. trainer/configs/paper.yaml) or --tiny")
+    try:
+        train_cli(config, list(overrides or []), tiny)
+    except ValueError as exc:
+        _fail(str(exc))
 
 
 def main() -> None:

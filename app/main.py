@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -23,8 +23,10 @@ from app.errors import DomainError
 from app.logging_setup import request_id_var, setup_logging
 from app.metrics import Metrics, route_template
 from app.settings import Settings, get_settings
-from app.web.common import LoginRequired, render
+from app.web.admin import router as admin_pages_router
 from app.web.captions import router as captions_pages_router
+from app.web.common import LoginRequired, render
+from app.web.evaluations import router as evaluation_pages_router
 from app.web.pages import router as pages_router
 
 log = logging.getLogger(__name__)
@@ -128,6 +130,8 @@ def create_app(settings: Settings | None = None, container: Container | None = N
 
     app.include_router(api_router)
     app.include_router(pages_router)
+    app.include_router(admin_pages_router)
     app.include_router(captions_pages_router)
+    app.include_router(evaluation_pages_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

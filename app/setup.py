@@ -24,7 +24,7 @@ class StartupError(RuntimeError):
 
 
 def ensure_tiny_models(settings: Settings) -> dict[str, Path]:
-    from app.ml.tiny import build_tiny_models, tiny_paths, tiny_models_ready
+    from app.ml.tiny import build_tiny_models, tiny_models_ready, tiny_paths
 
     root = settings.tiny_dir
     if not tiny_models_ready(root):
@@ -185,3 +185,8 @@ def setup_services(container: Container) -> None:
     closers = container.extras.setdefault("closers", [])
     closers.append(retrieval.close)
     setup_captioning(container, retrieval)
+    from app.services.jobs import setup_jobs
+
+    # Jobs, model versions, training and evaluation (runner, post-training hook, promotion
+    # gate); loads the active version's adapter into the backend before serving.
+    setup_jobs(container)

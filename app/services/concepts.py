@@ -12,12 +12,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import Text, cast, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from app.errors import ConceptNotFound, Conflict, ImageNotFound, InvalidInput
-from app.models import Caption, Concept, ConceptImage, User, utcnow
+from app.models import Caption, Concept, ConceptImage, EvaluationSet, User, utcnow
 from app.storage import ImageStore, ValidImage, validate_image
 
 log = logging.getLogger(__name__)
@@ -409,6 +409,12 @@ class ConceptService:
             still_used = session.scalar(
                 select(ConceptImage.id).where(ConceptImage.path == relative).limit(1)
             ) or session.scalar(select(Caption.id).where(Caption.image_path == relative).limit(1))
+            if still_used is None:  # query photos of evaluation sets live in their JSON
+                still_used = session.scalar(
+                    select(EvaluationSet.id)
+                    .where(cast(EvaluationSet.queries, Text).contains(relative))
+                    .limit(1)
+                )
             if still_used is not None:
                 return
         self.store.delete(relative)

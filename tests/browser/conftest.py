@@ -32,8 +32,10 @@ def chromium_path() -> str:
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[object]:
+    # Package scope, not session: Playwright's sync API keeps an event loop running in this
+    # thread while it is open, which would break the async tests that run after these.
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:

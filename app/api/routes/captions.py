@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict
 
 from app.api.deps import CaptionsDep, ContainerDep, CurrentUser, SessionDep
 from app.api.uploads import read_uploads
-from app.errors import InvalidInput
+from app.errors import InvalidInput, ServiceUnavailable
 from app.models import Caption
 from app.storage import validate_image
 
@@ -125,6 +125,67 @@ async def create_caption(
     )
     request.app.state.metrics.observe_caption(outcome.timings_ms)
     return caption_public(outcome.caption, outcome.model_version)
+
+
+MAX_BATCH = 100
+
+
+@router.post("/batch", status_code=status.HTTP_202_ACCEPTED)
+async def create_caption_batch(
+    request: Request,
+    user: CurrentUser,
+    session: SessionDep,
+    container: ContainerDep,
+    images: Annotated[list[UploadFile], File(description="Photos to caption (a cpu-queue job)")],
+    concept_ids: Annotated[list[str], Form(description="Concepts to pin for every photo")] = [],  # noqa: B006
+    question: Annotated[str | None, Form()] = None,
+    retrieve: Annotated[bool, Form()] = True,
+    max_new_tokens: Annotated[int | None, Form()] = None,
+) -> dict[str, Any]:
+    """Caption many photos in the background; follow the job at ``/api/jobs/{id}``.
+
+    Every photo is validated before anything is stored; the captions appear in
+    ``GET /api/captions`` as the job progresses.
+    """
+    from app.api.routes.jobs import job_public
+    from app.services.concepts import Upload
+
+    if not images:
+        raise InvalidInput("At least one image is required")
+    if len(images) > MAX_BATCH:
+        raise InvalidInput(f"Too many files: {len(images)} sent, at most {MAX_BATCH} per batch")
+    jobs = container.extras.get("jobs")
+    if jobs is None:
+        raise ServiceUnavailable("Background jobs are not configured on this server")
+    uploads: list[Upload] = []
+    for image in images:
+        uploads.extend(await read_uploads([image], container.settings.storage.max_upload_bytes))
+    valid = [
+        validate_image(u.data, u.filename, u.content_type,
+                       max_bytes=container.settings.storage.max_upload_bytes,
+                       max_pixels=container.settings.storage.max_image_pixels)
+        for u in uploads
+    ]
+    pinned = _parse_ids(concept_ids)
+    captions_service = container.extras.get("captions")
+    if captions_service is not None and pinned:
+        captions_service._pinned(session, user, pinned)  # 404 for another user's concept
+    stored: list[tuple[str, bool]] = [container.store.put(v) for v in valid]
+    params = {
+        "owner_id": user.id, "concept_ids": pinned, "question": question,
+        "retrieve": retrieve, "max_new_tokens": max_new_tokens,
+        "photos": [{"path": path, "filename": v.filename, "sha256": v.sha256}
+                   for (path, _), v in zip(stored, valid, strict=True)],
+    }
+    try:
+        job = jobs.create(session, "caption_batch", params, user,
+                          request_id=request.headers.get("x-request-id"))
+    except Exception:
+        for path, is_new in stored:
+            if is_new:
+                container.store.delete(path)
+        raise
+    return job_public(job).model_dump(mode="json")
 
 
 @router.get("", response_model=CaptionsPublic)

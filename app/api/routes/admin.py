@@ -1,0 +1,79 @@
+"""Admin-only API: training jobs and the dataset files they may use (non-admins get 403)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Request, UploadFile, status
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import AdminUser, ContainerDep, SessionDep
+from app.api.routes.jobs import JobPublic, job_public
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+
+class TrainingJobCreate(BaseModel):
+    dataset: str = Field(
+        "concepts",
+        examples=["concepts"],
+        description="concepts (opted-in concepts), file (an uploaded dataset) or both",
+    )
+    dataset_id: str | None = Field(None, description="Id from POST /api/admin/datasets.")
+    overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        examples=[{"max_steps": 200, "learning_rate": 1e-5}],
+        description="RepicTrainingArguments fields to override.",
+    )
+
+
+class DatasetPublic(BaseModel):
+    id: str
+    name: str
+    records: int
+    bytes: int
+
+
+class DatasetsPublic(BaseModel):
+    data: list[DatasetPublic]
+    count: int
+
+
+@router.post("/training-jobs", response_model=JobPublic, status_code=status.HTTP_201_CREATED)
+async def create_training_job(
+    body: TrainingJobCreate,
+    request: Request,
+    user: AdminUser,
+    session: SessionDep,
+    container: ContainerDep,
+) -> JobPublic:
+    job = await run_in_threadpool(
+        container.extras["training"].create_job,
+        session,
+        user,
+        dataset=body.dataset,
+        dataset_id=body.dataset_id,
+        overrides=body.overrides,
+        request_id=request.headers.get("x-request-id"),
+    )
+    return job_public(job)
+
+
+@router.post("/datasets", response_model=DatasetPublic, status_code=status.HTTP_201_CREATED)
+async def upload_dataset(
+    user: AdminUser,
+    container: ContainerDep,
+    file: Annotated[UploadFile, File(description="JSON list or JSONL in the record format")],
+) -> DatasetPublic:
+    data = await file.read()
+    meta = await run_in_threadpool(
+        container.extras["training"].store_dataset, file.filename or "dataset.jsonl", data
+    )
+    return DatasetPublic(**meta)
+
+
+@router.get("/datasets", response_model=DatasetsPublic)
+def list_datasets(user: AdminUser, container: ContainerDep) -> DatasetsPublic:
+    found = [DatasetPublic(**m) for m in container.extras["training"].list_datasets()]
+    return DatasetsPublic(data=found, count=len(found))

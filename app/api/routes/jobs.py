@@ -1,0 +1,102 @@
+"""Jobs: the caller's own (admins see all); live progress is read from the row."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+
+from app.api.deps import ContainerDep, CurrentUser, SessionDep
+from app.models import Job
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+class JobPublic(BaseModel):
+    id: int
+    kind: str
+    state: str
+    queue: str
+    params: dict[str, Any]
+    progress: float
+    step: int
+    total_steps: int
+    metrics: dict[str, Any]
+    history: list[Any]
+    result: dict[str, Any]
+    error: str | None
+    log_tail: str
+    attempts: int
+    cancel_requested: bool
+    worker: str | None
+    heartbeat_at: dt.datetime | None
+    eta_s: float | None
+    created_by_id: int | None
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+
+class JobsPublic(BaseModel):
+    data: list[JobPublic]
+    count: int
+
+
+def job_public(job: Job, history: bool = True) -> JobPublic:
+    return JobPublic(
+        id=job.id,
+        kind=job.kind,
+        state=job.state,
+        queue=job.queue,
+        params=job.params or {},
+        progress=job.progress,
+        step=job.step,
+        total_steps=job.total_steps,
+        metrics=job.metrics or {},
+        history=(job.history or []) if history else [],
+        result=job.result or {},
+        error=job.error,
+        log_tail=job.log_tail or "",
+        attempts=job.attempts,
+        cancel_requested=job.cancel_requested,
+        worker=job.worker,
+        heartbeat_at=job.heartbeat_at,
+        eta_s=job.eta_s,
+        created_by_id=job.created_by_id,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+    )
+
+
+@router.get("", response_model=JobsPublic)
+def list_jobs(
+    user: CurrentUser,
+    session: SessionDep,
+    container: ContainerDep,
+    skip: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    kind: str | None = None,
+    state: str | None = None,
+) -> JobsPublic:
+    rows, count = container.extras["jobs"].list(
+        session, user, skip=skip, limit=limit, kind=kind, state=state
+    )
+    # Lists leave out the per-step history; GET /api/jobs/{id} has it.
+    return JobsPublic(data=[job_public(j, history=False) for j in rows], count=count)
+
+
+@router.get("/{job_id}", response_model=JobPublic)
+def get_job(
+    job_id: int, user: CurrentUser, session: SessionDep, container: ContainerDep
+) -> JobPublic:
+    return job_public(container.extras["jobs"].get(session, user, job_id))
+
+
+@router.post("/{job_id}/cancel", response_model=JobPublic)
+def cancel_job(
+    job_id: int, user: CurrentUser, session: SessionDep, container: ContainerDep
+) -> JobPublic:
+    return job_public(container.extras["jobs"].cancel(session, user, job_id))

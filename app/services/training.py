@@ -1,0 +1,333 @@
+"""Admin-triggered RePIC retraining: job creation (validated), dataset files, the job runner.
+
+The API side validates a request fully before anything is queued: the dataset choice
+(``concepts`` = concepts whose owners opted in, evaluation-only photos excluded; ``file`` = a
+dataset file uploaded earlier in the spec's record format, stored under
+``<data_dir>/datasets/``; ``both``) and the hyper-parameter overrides, checked against
+:class:`trainer.grpo.RepicTrainingArguments` (an unknown key or a bad type is a 422 naming the
+key). The worker side (:meth:`TrainingService.run`, the ``training`` job runner) calls
+:func:`trainer.grpo.main` with a progress callback that writes the job row and a stop flag
+that follows the row's ``cancel_requested``, copies the adapter to the folder shared with vLLM
+(``<adapters_dir>/<version-name>/``), registers a *candidate* model version and calls the
+``post_training_hook`` (evaluation of the candidate) when one is configured.
+
+The base model trained on is always the one being served (the adapter must fit it), and the
+image bounds are serving's (training and serving must not drift).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from app.errors import InvalidInput, NotFound
+from app.models import Concept, Job, User
+from app.services.jobs import JobContext, JobService
+from app.services.versions import VersionService
+from app.settings import Settings
+from app.storage import ImageStore
+
+log = logging.getLogger(__name__)
+
+DATASET_CHOICES = ("concepts", "file", "both")
+#: Arguments the service decides; an override of one is refused.
+SERVICE_OWNED_ARGS = ("model_name_or_path", "output_dir", "run_id", "dataset_files",
+                      "concepts_file", "image_root", "min_pixels", "max_pixels")
+DATASET_SUFFIXES = (".json", ".jsonl")
+MAX_DATASET_BYTES = 50 * 1024 * 1024
+
+#: ``hook(version_id, job_id)`` run after a candidate is registered (evaluation gate set).
+PostTrainingHook = Callable[[int, int], Any]
+
+
+class DatasetNotFound(NotFound):
+    def __init__(self, detail: str = "Dataset not found") -> None:
+        super().__init__(detail)
+
+
+class _JobProgress:
+    """trainer ProgressCallback -> job row (step, metrics, one history row per step, ETA)."""
+
+    def __init__(self, ctx: JobContext) -> None:
+        self.ctx = ctx
+
+    def on_progress(self, p: Any) -> None:
+        row = {"step": p.step, "reward": p.reward, "loss": p.loss, "kl": p.kl,
+               "reward_means": dict(p.reward_means), "elapsed_s": round(p.elapsed_s, 3)}
+        metrics = {k: v for k, v in row.items() if k != "step"}
+        self.ctx.progress(p.step, p.total_steps, metrics=metrics, history_row=row,
+                          eta_s=p.eta_s)
+
+
+def _cancel_flag(ctx: JobContext) -> Any:
+    from trainer.callbacks import StopFlag
+
+    class _JobCancelFlag(StopFlag):
+        """Set when the job row asks for a cancel (read by the heartbeat and each report)."""
+
+        def is_set(self) -> bool:
+            return super().is_set() or ctx.cancel_requested
+
+    return _JobCancelFlag()
+
+
+class TrainingService:
+    def __init__(
+        self,
+        settings: Settings,
+        session_factory: sessionmaker[Session],
+        jobs: JobService,
+        versions: VersionService,
+        store: ImageStore,
+        extras: dict[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.session_factory = session_factory
+        self.jobs = jobs
+        self.versions = versions
+        self.store = store
+        self.extras = extras if extras is not None else {}
+
+    # -- paths ----------------------------------------------------------------------------
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.settings.data_dir / "datasets"
+
+    def served_model(self) -> str:
+        """The base model the caption backend serves (the tiny fallback when it is one)."""
+        status = self.extras.get("models_status", {}).get("caption", {})
+        return str(status.get("model") or self.settings.caption.model)
+
+    # -- datasets -------------------------------------------------------------------------
+
+    def store_dataset(self, filename: str, data: bytes) -> dict[str, Any]:
+        """Validate and keep an uploaded dataset file; returns ``{id, name, records, ...}``.
+
+        Relative image paths in the file resolve against the data directory.
+        """
+        from trainer.data import DatasetError, load_records
+
+        name = Path(filename or "dataset.jsonl").name
+        if Path(name).suffix.lower() not in DATASET_SUFFIXES:
+            raise InvalidInput("A dataset file must be .json (a list) or .jsonl")
+        if len(data) > MAX_DATASET_BYTES:
+            raise InvalidInput(f"A dataset file may be at most {MAX_DATASET_BYTES} bytes")
+        dataset_id = uuid.uuid4().hex[:12]
+        folder = self.datasets_dir / dataset_id
+        folder.mkdir(parents=True)
+        path = folder / name
+        path.write_bytes(data)
+        try:
+            records = load_records(path, self.settings.data_dir)
+        except (DatasetError, ValueError, OSError) as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise InvalidInput(f"Dataset file {name}: {exc}") from exc
+        meta = {"id": dataset_id, "name": name, "records": len(records), "bytes": len(data)}
+        (folder / "meta.json").write_text(json.dumps(meta))
+        return meta
+
+    def dataset(self, dataset_id: str) -> dict[str, Any]:
+        if not dataset_id.isalnum():
+            raise DatasetNotFound()
+        meta_path = self.datasets_dir / dataset_id / "meta.json"
+        if not meta_path.is_file():
+            raise DatasetNotFound()
+        meta: dict[str, Any] = json.loads(meta_path.read_text())
+        meta["path"] = str(self.datasets_dir / dataset_id / meta["name"])
+        return meta
+
+    def list_datasets(self) -> list[dict[str, Any]]:
+        if not self.datasets_dir.is_dir():
+            return []
+        found = []
+        for meta_path in sorted(self.datasets_dir.glob("*/meta.json")):
+            try:
+                found.append(json.loads(meta_path.read_text()))
+            except (OSError, ValueError):
+                continue
+        return found
+
+    # -- arguments ------------------------------------------------------------------------
+
+    def base_config(self, base_model: str) -> Path | None:
+        from app.ml.tiny_vlm import is_tiny_model
+        from trainer.grpo import CONFIG_DIR
+
+        if self.settings.training.default_config is not None:
+            return self.settings.training.default_config
+        if is_tiny_model(base_model):
+            return CONFIG_DIR / "tiny.yaml"
+        return None
+
+    def resolve_args(self, params: dict[str, Any], run_id: str | None = None,
+                     dataset_files: list[str] | None = None) -> Any:
+        """The trainer's arguments for a job's params (raises InvalidInput naming the key)."""
+        from trainer.grpo import load_args
+
+        overrides = dict(params.get("overrides") or {})
+        owned = sorted(set(overrides) & set(SERVICE_OWNED_ARGS))
+        if owned:
+            raise InvalidInput(
+                f"overrides: {owned[0]!r} is set by the server (base model, data, image bounds "
+                "and output folders follow the serving configuration)")
+        base_model = params["base_model"]
+        values: dict[str, Any] = {
+            "model_name_or_path": base_model,
+            "output_dir": str(self.settings.runs_dir),
+            "min_pixels": self.settings.caption.min_pixels,
+            "max_pixels": self.settings.caption.max_pixels,
+            "dataset_files": dataset_files or [],
+            "image_root": str(self.settings.data_dir),
+        }
+        if run_id:
+            values["run_id"] = run_id
+        try:
+            return load_args(self.base_config(base_model), (), **values, **overrides)
+        except ValueError as exc:
+            raise InvalidInput(f"overrides: {exc}".replace("arguments: ", "")) from exc
+
+    # -- API side -------------------------------------------------------------------------
+
+    def opted_in_concepts(self, session: Session) -> list[Any]:
+        """Concepts whose owners allowed training, as trainer data (no evaluation photos)."""
+        from trainer.data import ConceptPhotos
+
+        rows = session.scalars(
+            select(Concept).where(Concept.use_for_training.is_(True))
+            .options(selectinload(Concept.images)).order_by(Concept.id)
+        )
+        concepts = []
+        for concept in rows:
+            images = [img for img in concept.images if not img.eval_only]
+            if not images:
+                continue
+            paths = [self.store.absolute(img.path) for img in images]
+            boxes = {path: tuple(img.box) for path, img in zip(paths, images, strict=True)
+                     if img.box and len(img.box) == 4}
+            concepts.append(ConceptPhotos(
+                concept_id=concept.id, name=concept.name, info=concept.description,
+                category=concept.category, image_paths=paths, boxes=boxes or None,
+            ))
+        return concepts
+
+    def create_job(
+        self, session: Session, user: User, dataset: str = "concepts",
+        dataset_id: str | None = None, overrides: dict[str, Any] | None = None,
+        request_id: str | None = None,
+    ) -> Job:
+        """Validate everything, then create the job row and queue it (503 if the broker is
+        down, and then nothing exists)."""
+        if dataset not in DATASET_CHOICES:
+            raise InvalidInput(f"dataset must be one of {', '.join(DATASET_CHOICES)}")
+        files: list[str] = []
+        meta: dict[str, Any] | None = None
+        if dataset in ("file", "both"):
+            if not dataset_id:
+                raise InvalidInput("dataset_id: upload a dataset file first (POST "
+                                   "/api/admin/datasets) and name it here")
+            meta = self.dataset(dataset_id)
+            files = [meta["path"]]
+        concepts_count = 0
+        if dataset in ("concepts", "both"):
+            concepts_count = len(self.opted_in_concepts(session))
+            if concepts_count == 0:
+                raise InvalidInput("No concept is opted in for training (use_for_training) "
+                                   "with a photo that is not evaluation-only")
+        params: dict[str, Any] = {
+            "dataset": dataset,
+            "dataset_id": dataset_id if meta else None,
+            "dataset_name": meta["name"] if meta else None,
+            "overrides": dict(overrides or {}),
+            "base_model": self.served_model(),
+        }
+        args = self.resolve_args(params, dataset_files=files)
+        params["concepts_at_creation"] = concepts_count
+        params["max_steps"] = args.max_steps
+        return self.jobs.create(session, "training", params, user, request_id=request_id)
+
+    # -- worker side ----------------------------------------------------------------------
+
+    def run(self, ctx: JobContext) -> dict[str, Any]:
+        """The ``training`` job runner (in the gpu worker)."""
+        import dataclasses
+
+        from trainer.grpo import main
+
+        params = ctx.params
+        files: list[str] = []
+        if params.get("dataset") in ("file", "both"):
+            files = [self.dataset(str(params["dataset_id"]))["path"]]
+        concepts: list[Any] = []
+        if params.get("dataset") in ("concepts", "both"):
+            with self.session_factory() as session:
+                concepts = self.opted_in_concepts(session)
+            if not concepts and not files:
+                raise RuntimeError("no concept is opted in for training any more")
+        run_id = f"job{ctx.job_id}-a{ctx.attempt}-{uuid.uuid4().hex[:4]}"
+        args = self.resolve_args(params, run_id=run_id, dataset_files=files)
+        self.settings.runs_dir.mkdir(parents=True, exist_ok=True)
+        if ctx.cancel_requested:
+            return {"_cancelled": True, "steps": 0}
+        log.info("training job %s: %d concepts, files %s, run %s", ctx.job_id, len(concepts),
+                 files, run_id)
+        result = main(args, callbacks=[_JobProgress(ctx)], stop_flag=_cancel_flag(ctx),
+                      concepts=concepts or None)
+        summary = _read_json(result.run_dir / "data_summary.json")
+        data_summary = {"dataset": params.get("dataset"), "dataset_name":
+                        params.get("dataset_name"), "concepts": len(concepts), **summary}
+        out: dict[str, Any] = {
+            "run_dir": str(result.run_dir), "adapter_dir": str(result.adapter_dir),
+            "steps": result.steps, "total_steps": result.total_steps,
+            "stopped_early": result.stopped_early, "wall_time_s": result.wall_time_s,
+            "reward_means": result.reward_means,
+        }
+        if ctx.cancel_requested or result.stopped_early:
+            out["_cancelled"] = True
+            return out
+        name = run_id
+        target = self.settings.adapters_dir / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(result.adapter_dir, target, dirs_exist_ok=True)
+        config = {k: v for k, v in dataclasses.asdict(args).items()}
+        config["version"] = result.version
+        with self.session_factory() as session:
+            try:
+                version = self.versions.register_candidate(
+                    session, name=name, adapter_path=str(target), base_model=params["base_model"],
+                    training_job_id=ctx.job_id, config=_jsonable(config),
+                    data_summary=_jsonable(data_summary),
+                )
+            except Exception:
+                shutil.rmtree(target, ignore_errors=True)
+                raise
+            version_id = version.id
+        out.update(version_id=version_id, version_name=name, adapter_path=str(target))
+        hook: PostTrainingHook | None = self.extras.get("post_training_hook")
+        if hook is not None:
+            try:
+                out["post_training"] = _jsonable(hook(version_id, ctx.job_id))
+            except Exception as exc:  # evaluation failing does not undo a trained candidate
+                log.exception("post-training hook failed for version %s", version_id)
+                out["post_training"] = {"error": f"{type(exc).__name__}: {exc}"}
+        return out
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {"value": data}
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))

@@ -1,0 +1,146 @@
+"""Admin pages: retrain form, jobs with live progress, model versions with activate/rollback.
+
+Every handler depends on an admin page user: anyone else gets the 403 page.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import ContainerDep, SessionDep
+from app.errors import DomainError, Forbidden, InvalidInput
+from app.models import User
+from app.web.common import CsrfChecked, PageUser, flash, render
+
+router = APIRouter(prefix="/admin", include_in_schema=False)
+
+
+def admin_page_user(user: PageUser) -> User:
+    if not user.is_admin:
+        raise Forbidden("Admin rights required")
+    return user
+
+
+AdminPageUser = Annotated[User, Depends(admin_page_user)]
+
+
+def _redirect(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+def parse_overrides(text: str) -> dict[str, Any]:
+    """A JSON object, or ``key=value`` lines (values read as JSON when they parse)."""
+    text = text.strip()
+    if not text:
+        return {}
+    if text.startswith("{"):
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise InvalidInput(f"overrides: not valid JSON ({exc})") from exc
+        if not isinstance(value, dict):
+            raise InvalidInput("overrides: expected a JSON object")
+        return value
+    out: dict[str, Any] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        key, sep, raw = line.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInput(f"overrides: expected key=value, got {line.strip()!r}")
+        try:
+            out[key.strip()] = json.loads(raw.strip())
+        except ValueError:
+            out[key.strip()] = raw.strip()
+    return out
+
+
+def _page(request: Request, user: User, session: Any, container: Any, status: int = 200,
+          **extra: Any) -> Response:
+    jobs, _ = container.extras["jobs"].list(session, user, limit=20, kind="training")
+    versions, _ = container.extras["versions"].list(session, limit=50)
+    datasets = container.extras["training"].list_datasets()
+    return render(request, "admin/index.html", status, user=user, jobs=jobs, versions=versions,
+                  datasets=datasets, **extra)
+
+
+@router.get("", response_class=HTMLResponse)
+def admin_home(request: Request, user: AdminPageUser, session: SessionDep,
+               container: ContainerDep) -> Response:
+    return _page(request, user, session, container, form={})
+
+
+@router.post("/training-jobs", response_class=HTMLResponse, dependencies=[CsrfChecked])
+async def start_training(
+    request: Request, user: AdminPageUser, session: SessionDep, container: ContainerDep,
+    dataset: Annotated[str, Form()] = "concepts", dataset_id: Annotated[str, Form()] = "",
+    overrides: Annotated[str, Form()] = "",
+    dataset_file: Annotated[UploadFile | None, File()] = None,
+) -> Response:
+    training = container.extras["training"]
+    form = {"dataset": dataset, "dataset_id": dataset_id, "overrides": overrides}
+    try:
+        values = parse_overrides(overrides)
+        if dataset_file is not None and dataset_file.filename:
+            meta = await run_in_threadpool(training.store_dataset, dataset_file.filename,
+                                           await dataset_file.read())
+            dataset_id = meta["id"]
+        job = await run_in_threadpool(training.create_job, session, user, dataset=dataset,
+                                      dataset_id=dataset_id or None, overrides=values)
+    except DomainError as exc:
+        return _page(request, user, session, container, exc.status, form=form,
+                     error=exc.detail)
+    flash(request, f"Training job {job.id} queued.")
+    return _redirect(f"/admin/jobs/{job.id}")
+
+
+@router.get("/jobs/{job_id}", response_class=HTMLResponse)
+def job_page(job_id: int, request: Request, user: AdminPageUser, session: SessionDep,
+             container: ContainerDep) -> Response:
+    job = container.extras["jobs"].get(session, user, job_id)
+    return render(request, "admin/job.html", user=user, job=job)
+
+
+@router.post("/jobs/{job_id}/cancel", dependencies=[CsrfChecked])
+def cancel_job(job_id: int, request: Request, user: AdminPageUser, session: SessionDep,
+               container: ContainerDep) -> Response:
+    try:
+        container.extras["jobs"].cancel(session, user, job_id)
+        flash(request, f"Cancel requested for job {job_id}.")
+    except DomainError as exc:
+        if exc.status == 404:
+            raise
+        flash(request, exc.detail, "error")
+    return _redirect(f"/admin/jobs/{job_id}")
+
+
+@router.post("/versions/{version_id}/activate", dependencies=[CsrfChecked])
+async def activate_version(
+    version_id: int, request: Request, user: AdminPageUser, session: SessionDep,
+    container: ContainerDep, force: Annotated[bool, Form()] = False,
+) -> Response:
+    try:
+        version = await container.extras["versions"].activate(session, version_id, user,
+                                                              force=force)
+        flash(request, f"{version.name} is now active.")
+    except DomainError as exc:
+        if exc.status == 404:
+            raise
+        flash(request, f"Activation failed: {exc.detail}", "error")
+    return _redirect("/admin#versions")
+
+
+@router.post("/versions/rollback", dependencies=[CsrfChecked])
+async def rollback(request: Request, user: AdminPageUser, session: SessionDep,
+                   container: ContainerDep) -> Response:
+    try:
+        version = await container.extras["versions"].rollback(session, user)
+        flash(request, f"Rolled back: {version.name} is active again.")
+    except DomainError as exc:
+        flash(request, f"Rollback failed: {exc.detail}", "error")
+    return _redirect("/admin#versions")
