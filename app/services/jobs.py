@@ -27,6 +27,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
+from app.logging_setup import request_id_var
 from app.models import Job, User, utcnow
 from app.settings import WorkerSettings
 
@@ -403,6 +404,8 @@ class JobService:
                          attempt=job.attempts, service=self)
         root = logging.getLogger()
         root.addHandler(ctx.log_buffer)
+        # Log lines of the job carry the id of the request that created it.
+        request_id_var.set(job.request_id or f"job-{job.id}")
         heartbeat = Heartbeat(ctx, float(self.settings.heartbeat_s))
         heartbeat.start()
         try:
@@ -514,6 +517,7 @@ def setup_jobs(container: Any, worker: bool = False) -> None:
     jobs.runners["reembed"] = lambda ctx: _reembed(container, ctx)
     jobs.runners["caption_batch"] = lambda ctx: _caption_batch(container, ctx)
     container.extras.update(celery=celery, jobs=jobs, versions=versions, training=training)
+    container.extras["queue_depth"] = lambda: queue_depth(celery)
     from app.services.evaluation import setup_evaluation
 
     # Evaluation runner, post-training hook and promotion gate, in app and worker processes.
@@ -611,3 +615,16 @@ def _caption_batch(container: Any, ctx: JobContext) -> dict[str, Any]:
     if ctx.cancel_requested:
         result["_cancelled"] = True
     return result
+
+
+def queue_depth(celery: Any) -> dict[str, int]:
+    """Messages waiting in each queue, read from the broker (Redis or the embedded SQLite)."""
+    depths: dict[str, int] = {}
+    with celery.connection_for_read() as conn:
+        channel = conn.default_channel
+        for queue in sorted(set(TASK_QUEUES.values())):
+            try:
+                depths[queue] = int(channel.queue_declare(queue, passive=True).message_count)
+            except Exception:  # a queue nobody declared yet holds nothing
+                depths[queue] = 0
+    return depths

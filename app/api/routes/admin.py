@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import AdminUser, ContainerDep, SessionDep
 from app.api.routes.jobs import JobPublic, job_public
+from app.logging_setup import request_id_var
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -55,7 +56,7 @@ async def create_training_job(
         dataset=body.dataset,
         dataset_id=body.dataset_id,
         overrides=body.overrides,
-        request_id=request.headers.get("x-request-id"),
+        request_id=request_id_var.get(),
     )
     return job_public(job)
 
@@ -77,3 +78,21 @@ async def upload_dataset(
 def list_datasets(user: AdminUser, container: ContainerDep) -> DatasetsPublic:
     found = [DatasetPublic(**m) for m in container.extras["training"].list_datasets()]
     return DatasetsPublic(data=found, count=len(found))
+
+
+@router.post("/index/{action}", response_model=JobPublic, status_code=status.HTTP_201_CREATED)
+def create_index_job(
+    action: str, user: AdminUser, session: SessionDep, container: ContainerDep
+) -> JobPublic:
+    """``reembed``: embed every photo with the configured embedder (the old index keeps
+    serving until it is done); ``rebuild``: rebuild the FAISS cache from stored embeddings.
+    Both run on the ``cpu`` queue."""
+    kinds = {"reembed": "reembed", "rebuild": "rebuild_index"}
+    if action not in kinds:
+        from app.errors import NotFound
+
+        raise NotFound(f"Unknown index action {action!r}; use reembed or rebuild")
+    job = container.extras["jobs"].create(
+        session, kinds[action], {}, user, request_id=request_id_var.get()
+    )
+    return job_public(job)

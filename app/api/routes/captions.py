@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 from app.api.deps import CaptionsDep, ContainerDep, CurrentUser, SessionDep
 from app.api.uploads import read_uploads
 from app.errors import InvalidInput, ServiceUnavailable
+from app.logging_setup import request_id_var
 from app.models import Caption
 from app.storage import validate_image
 
@@ -179,7 +180,7 @@ async def create_caption_batch(
     }
     try:
         job = jobs.create(session, "caption_batch", params, user,
-                          request_id=request.headers.get("x-request-id"))
+                          request_id=request_id_var.get())
     except Exception:
         for path, is_new in stored:
             if is_new:

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from app.api.deps import AdminUser, ContainerDep, CurrentUser, SessionDep
 from app.api.routes.jobs import JobPublic, job_public
 from app.errors import ServiceUnavailable
+from app.logging_setup import request_id_var
 from app.models import Caption, Evaluation, EvaluationSet
 
 router = APIRouter(tags=["evaluations"])
@@ -170,7 +171,7 @@ async def create_evaluation(body: EvaluationCreate, request: Request, user: Admi
     """Queue an evaluation of a model version on one of your sets (a gpu-queue job)."""
     evaluation, job = await run_in_threadpool(
         service.create_job, session, user, body.version_id, body.set, body.setting, body.k,
-        request.headers.get("x-request-id"))
+        request_id_var.get())
     name = service.set_of(session, evaluation).name
     return EvaluationJobPublic(evaluation=evaluation_public(evaluation, name),
                                job=job_public(job))

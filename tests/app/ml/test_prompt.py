@@ -1,0 +1,131 @@
+"""The RePIC prompt format, pinned to the exact text (REPIC_SPEC.md §2 and §4)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from app.ml import prompt as p
+
+pytestmark = pytest.mark.nodb
+
+
+def test_caption_prompt_layout_is_exact() -> None:
+    demos = [
+        p.Demonstration("bo", "a corgi", "IMG-BO"),
+        p.Demonstration("<anya>", " a girl ", "IMG-A"),
+    ]
+    built = p.build_caption_prompt(demos, "QUERY", "Give a caption of the image.")
+    assert built.messages == [
+        {
+            "role": "system",
+            "content": [
+                {
+                    "type": "text",
+                    "text": (
+                        "You are a captioning assistant. Your task is to generate an accurate caption for "
+                        "the query image.\nBelow is additional information about the reference images."
+                    ),
+                }
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {"type": "image"},
+                {"type": "text", "text": "1. Name: <bo>, Info: a corgi"},
+                {"type": "image"},
+                {"type": "text", "text": "2. Name: <anya>, Info: a girl"},
+                {"type": "image"},
+                {"type": "text", "text": "This is the query image. Give a caption of the image."},
+            ],
+        },
+    ]
+    assert built.images == ["IMG-BO", "IMG-A", "QUERY"]
+
+
+def test_no_demonstration_still_asks_about_the_query() -> None:
+    built = p.build_caption_prompt([], "QUERY", "Q?")
+    assert built.messages[1]["content"] == [
+        {"type": "image"},
+        {"type": "text", "text": "This is the query image. Q?"},
+    ]
+
+
+def test_questions_rotate_as_in_the_paper_when_none_is_given() -> None:
+    rng = random.Random(0)
+    asked = {p.build_caption_prompt([], "Q", rng=rng).question for _ in range(50)}
+    assert asked == set(p.CAPTION_QUESTIONS)
+    assert "Give a personalized caption of this image." in p.CAPTION_QUESTIONS
+
+
+def test_blank_question_falls_back_to_the_rotation() -> None:
+    assert (
+        p.build_caption_prompt([], "Q", "   ", rng=random.Random(1)).question in p.CAPTION_QUESTIONS
+    )
+
+
+@pytest.mark.parametrize(
+    "raw,expected", [("bo", "<bo>"), ("<bo>", "<bo>"), (" bo ", "<bo>"), ("<>", "<<>>")]
+)
+def test_format_name(raw: str, expected: str) -> None:
+    assert p.format_name(raw) == expected
+
+
+def test_training_prompt_puts_images_first_then_the_problem() -> None:
+    built = p.build_training_prompt(["REF", "QUERY"], p.oct_problem("bo"))
+    assert built.messages == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image"},
+                {"type": "image"},
+                {
+                    "type": "text",
+                    "text": (
+                        "As an evaluation expert, verify whether the object identified as <bo> in the first "
+                        "image is also present in the second image. Answer with yes or no. The final answer "
+                        "must be either 'yes' or 'no' with no additional output."
+                    ),
+                },
+            ],
+        }
+    ]
+
+
+def test_ict_instructions_are_exact() -> None:
+    assert p.ict_single_problem("bo", " Output the final answer including its name.") == (
+        "You are a captioning expert. Generate an accurate caption for the second image while "
+        "referencing the first image. Both images contain the same object, named <bo>. "
+        "Output the final answer including its name."
+    )
+    assert p.ict_multi_problem(["bo", "anya", "mug"]) == (
+        "You are a captioning expert. Generate an accurate caption for the last query image "
+        "while referencing the given reference images. The reference images each contain an "
+        "object, named respectively as <bo>, <anya> and <mug>."
+    )
+
+
+def test_vlt_instruction_asks_for_json_boxes() -> None:
+    assert p.vlt_problem("the red mug").endswith(
+        " For bounding box coordinates, return the final answer in JSON format."
+    )
+
+
+def test_ict_suffix_mix_is_20_20_60() -> None:
+    rng = random.Random(3)
+    draws = [p.pick_ict_suffix(rng) for _ in range(5000)]
+    share_none = draws.count("") / len(draws)
+    assert 0.57 < share_none < 0.63
+    assert {d for d in draws} == {s for s, _ in p.ICT_SUFFIXES}
+
+
+def test_prompt_text_for_logs() -> None:
+    built = p.build_caption_prompt([p.Demonstration("bo", "dog", 1)], 2, "Q")
+    assert built.text().splitlines()[2:] == [
+        "<image>",
+        "1. Name: <bo>, Info: dog",
+        "<image>",
+        "This is the query image. Q",
+    ]
