@@ -8,6 +8,8 @@ from fastapi import UploadFile
 
 from app.errors import PayloadTooLarge
 from app.services.concepts import Upload
+from app.settings import StorageSettings
+from app.storage import ValidImage, validate_image
 
 
 async def read_uploads(files: Sequence[UploadFile], max_bytes: int) -> list[Upload]:
@@ -20,3 +22,20 @@ async def read_uploads(files: Sequence[UploadFile], max_bytes: int) -> list[Uplo
             )
         uploads.append(Upload(data=data, filename=f.filename, content_type=f.content_type))
     return uploads
+
+
+async def read_valid_images(
+    files: Sequence[UploadFile], storage: StorageSettings
+) -> list[ValidImage]:
+    """Read and validate query photos (all of them before anything is done with any)."""
+    uploads = await read_uploads(files, storage.max_upload_bytes)
+    return [
+        validate_image(
+            u.data,
+            u.filename,
+            u.content_type,
+            max_bytes=storage.max_upload_bytes,
+            max_pixels=storage.max_image_pixels,
+        )
+        for u in uploads
+    ]

@@ -10,11 +10,10 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict
 
 from app.api.deps import CaptionsDep, ContainerDep, CurrentUser, SessionDep
-from app.api.uploads import read_uploads
+from app.api.uploads import read_valid_images
 from app.errors import InvalidInput, ServiceUnavailable
 from app.logging_setup import request_id_var
 from app.models import Caption
-from app.storage import validate_image
 
 router = APIRouter(prefix="/captions", tags=["captions"])
 
@@ -107,14 +106,7 @@ async def create_caption(
     retrieve: Annotated[bool, Form(description="Also retrieve concepts")] = True,
     k: Annotated[int | None, Form(description="Concepts to retrieve")] = None,
 ) -> CaptionPublic:
-    upload = (await read_uploads([image], container.settings.storage.max_upload_bytes))[0]
-    valid = validate_image(
-        upload.data,
-        upload.filename,
-        upload.content_type,
-        max_bytes=container.settings.storage.max_upload_bytes,
-        max_pixels=container.settings.storage.max_image_pixels,
-    )
+    (valid,) = await read_valid_images([image], container.settings.storage)
     outcome = await service.caption(
         user,
         valid,
@@ -149,7 +141,6 @@ async def create_caption_batch(
     ``GET /api/captions`` as the job progresses.
     """
     from app.api.routes.jobs import job_public
-    from app.services.concepts import Upload
 
     if not images:
         raise InvalidInput("At least one image is required")
@@ -158,29 +149,25 @@ async def create_caption_batch(
     jobs = container.extras.get("jobs")
     if jobs is None:
         raise ServiceUnavailable("Background jobs are not configured on this server")
-    uploads: list[Upload] = []
-    for image in images:
-        uploads.extend(await read_uploads([image], container.settings.storage.max_upload_bytes))
-    valid = [
-        validate_image(u.data, u.filename, u.content_type,
-                       max_bytes=container.settings.storage.max_upload_bytes,
-                       max_pixels=container.settings.storage.max_image_pixels)
-        for u in uploads
-    ]
+    valid = await read_valid_images(images, container.settings.storage)
     pinned = _parse_ids(concept_ids)
     captions_service = container.extras.get("captions")
     if captions_service is not None and pinned:
         captions_service._pinned(session, user, pinned)  # 404 for another user's concept
     stored: list[tuple[str, bool]] = [container.store.put(v) for v in valid]
     params = {
-        "owner_id": user.id, "concept_ids": pinned, "question": question,
-        "retrieve": retrieve, "max_new_tokens": max_new_tokens,
-        "photos": [{"path": path, "filename": v.filename, "sha256": v.sha256}
-                   for (path, _), v in zip(stored, valid, strict=True)],
+        "owner_id": user.id,
+        "concept_ids": pinned,
+        "question": question,
+        "retrieve": retrieve,
+        "max_new_tokens": max_new_tokens,
+        "photos": [
+            {"path": path, "filename": v.filename, "sha256": v.sha256}
+            for (path, _), v in zip(stored, valid, strict=True)
+        ],
     }
     try:
-        job = jobs.create(session, "caption_batch", params, user,
-                          request_id=request_id_var.get())
+        job = jobs.create(session, "caption_batch", params, user, request_id=request_id_var.get())
     except Exception:
         for path, is_new in stored:
             if is_new:

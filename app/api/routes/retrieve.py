@@ -9,8 +9,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ContainerDep, CurrentUser, RetrievalDep, SessionDep
-from app.api.uploads import read_uploads
-from app.storage import validate_image
+from app.api.uploads import read_valid_images
 
 router = APIRouter(prefix="/retrieve", tags=["retrieval"])
 
@@ -39,14 +38,7 @@ async def retrieve(
     image: Annotated[UploadFile, File(description="The query photo (JPEG, PNG or WebP)")],
     k: Annotated[int | None, Form(description="Unique concepts to return")] = None,
 ) -> RetrievePublic:
-    upload = (await read_uploads([image], container.settings.storage.max_upload_bytes))[0]
-    valid = validate_image(
-        upload.data,
-        upload.filename,
-        upload.content_type,
-        max_bytes=container.settings.storage.max_upload_bytes,
-        max_pixels=container.settings.storage.max_image_pixels,
-    )
+    (valid,) = await read_valid_images([image], container.settings.storage)
     result = await run_in_threadpool(retrieval.retrieve, session, user, valid.open(), k)
     return RetrievePublic.model_validate(result, from_attributes=True)
 
