@@ -13,7 +13,7 @@ import logging
 import os
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -34,6 +34,7 @@ ACCEPTED_CONTENT_TYPES = {
     "",
 }
 MAX_FILENAME_LENGTH = 255
+KEEP_DECODED_PIXELS = 4_000_000
 
 
 @dataclass
@@ -46,15 +47,18 @@ class ValidImage:
     width: int
     height: int
     filename: str
+    _decoded: Image.Image | None = field(default=None, repr=False, compare=False)
 
     @property
     def extension(self) -> str:
         return ACCEPTED_FORMATS[self.format]
 
     def open(self) -> Image.Image:
-        """The decoded RGB image."""
-        with Image.open(io.BytesIO(self.data)) as img:
-            return img.convert("RGB")
+        """The decoded RGB image (decoded once, then shared: callers must not modify it)."""
+        if self._decoded is None:
+            with Image.open(io.BytesIO(self.data)) as img:
+                self._decoded = img.convert("RGB")
+        return self._decoded
 
 
 def check_filename(filename: str | None) -> str:
@@ -120,6 +124,10 @@ def validate_image(
                 probe.load()
                 orientation = probe.getexif().get(0x0112, 1)
                 oriented = ImageOps.exif_transpose(probe) if orientation != 1 else None
+                # Small photos stay decoded for the request (saves a second decode); large ones
+                # are decoded again on use rather than held in memory.
+                small = width * height <= KEEP_DECODED_PIXELS
+                decoded = (oriented or probe).convert("RGB") if small else None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise PayloadTooLarge(
             f"{label}: the image has more pixels than the limit of {max_pixels} pixels"
@@ -140,6 +148,7 @@ def validate_image(
         width=width,
         height=height,
         filename=name,
+        _decoded=decoded,
     )
 
 
