@@ -14,6 +14,10 @@ from typing import Literal
 
 from PIL import Image
 
+#: ``PIL.Image.info`` key under which callers tag images that repeat across requests (stored,
+#: content-addressed photos), so backends may cache their resized encoding.
+CACHE_KEY_INFO = "repic_cache_key"
+
 #: One visual token covers a 28x28 patch (patch 14, spatial merge 2).
 PIXEL_FACTOR = 28
 #: The paper's upper bound on image size (REPIC_SPEC.md §4).

@@ -29,6 +29,7 @@ from app.ml.backends.base import (
     GenerationParams,
 )
 from app.ml.errors import ModelUnavailable
+from app.ml.images import CACHE_KEY_INFO
 from app.ml.prompt import Demonstration, Prompt, build_caption_prompt
 from app.models import Caption, Concept, ConceptImage, ModelVersion, User
 from app.settings import CaptionSettings
@@ -167,7 +168,10 @@ class CaptionService:
 
     def _open(self, image: ConceptImage) -> Image.Image:
         with Image.open(self.image_store.absolute(image.path)) as img:
-            return img.convert("RGB")
+            rgb = img.convert("RGB")
+        # Stored photos never change (content-addressed): backends may cache their encoding.
+        rgb.info[CACHE_KEY_INFO] = image.sha256
+        return rgb
 
     def plan(
         self,

@@ -662,9 +662,8 @@ class EvaluationService:
         if retrieval is None:
             return {"clip_score": None, "clip_score_unavailable": "no embedder configured"}
         try:
-            with retrieval.embed_lock:
-                image_vectors = retrieval.embedder.embed_images(images)
-                text_vectors = retrieval.embedder.embed_texts(texts)
+            image_vectors = retrieval.embedder.embed_images(images)
+            text_vectors = retrieval.embedder.embed_texts(texts)
             scores = clip_score(image_vectors, text_vectors)
         except Exception as exc:  # CLIPScore is a side metric: never fail the run for it
             log.warning("CLIPScore failed: %s", exc)

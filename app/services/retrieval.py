@@ -112,7 +112,6 @@ class RetrievalService:
         self._refresh_lock = threading.Lock()
         self._save_timer: threading.Timer | None = None
         self._save_lock = threading.Lock()
-        self.embed_lock = threading.Lock()
         self.target_embedder: ClipEmbedder | None = None
 
     @property
@@ -361,8 +360,9 @@ class RetrievalService:
 
     # -- hooks of the concept service (one transaction with the DB) --------------------
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
-        with self.embed_lock:
-            return self.embedder.embed_images(list(images), batch_size=self.batch_size)
+        # No lock: inference never mutates the model, and torch releases the GIL while it
+        # computes, so concurrent requests embed in parallel instead of queueing.
+        return self.embedder.embed_images(list(images), batch_size=self.batch_size)
 
     def images_added(
         self,

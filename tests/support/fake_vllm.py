@@ -348,3 +348,37 @@ def fake_vllm_servers(n: int, **kwargs: Any) -> Iterator[list[FakeVLLM]]:
     finally:
         for server in servers:
             server.stop()
+
+
+def main() -> None:
+    """``python -m tests.support.fake_vllm --latency 0.5``: a standalone server (benchmarks).
+
+    Prints its base URL on the first line of stdout, then serves until killed.
+    """
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds per chat answer")
+    parser.add_argument("--model", default="base-model")
+    args = parser.parse_args()
+    import signal
+
+    server = FakeVLLM(model=args.model, latency_s=args.latency)
+    print(server.start(), flush=True)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    try:
+        done.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        # The last line tells a benchmark how many requests were ever in flight at once.
+        print(json.dumps({"max_in_flight": server.max_in_flight,
+                          "chat_requests": len(server.chat_requests)}), flush=True)
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

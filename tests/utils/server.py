@@ -52,13 +52,16 @@ class LiveServer:
         settings: Settings,
         extra_env: dict[str, str] | None = None,
         log_path: Path | None = None,
+        workers: int = 1,
     ) -> None:
         self.settings = settings
+        self.workers = workers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.extra_env = extra_env or {}
         self.log_path = log_path or settings.data_dir / f"server-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.workers = workers
 
     def start(self, timeout: float = 90.0) -> LiveServer:
         env = {**os.environ, **settings_env(self.settings), **self.extra_env}
@@ -75,6 +78,8 @@ class LiveServer:
                 "127.0.0.1",
                 "--port",
                 str(self.port),
+                "--workers",
+                str(self.workers),
             ],
             env=env,
             stdout=self._log,

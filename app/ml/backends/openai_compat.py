@@ -31,8 +31,10 @@ adapter by sending its name as ``model``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -49,6 +51,7 @@ from app.ml.backends.base import (
     CaptionResult,
 )
 from app.ml.images import (
+    CACHE_KEY_INFO,
     DEFAULT_MAX_PIXELS,
     DEFAULT_MIN_PIXELS,
     ImageFormat,
@@ -125,6 +128,10 @@ def to_openai_messages(
     return converted
 
 
+#: Encoded reference photos kept (a 1024*28*28-pixel JPEG is ~100-200 kB of base64).
+URL_CACHE_SIZE = 256
+
+
 class OpenAICompatBackend(CaptionBackend):
     """Captions from one or more OpenAI-compatible replicas of the same base model."""
 
@@ -172,6 +179,8 @@ class OpenAICompatBackend(CaptionBackend):
         self._client: httpx.AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        self._url_cache: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self._url_cache_lock = threading.Lock()
         self._next_replica = itertools.count()
         self._down_until: dict[str, float] = {}
         #: Adapters this client loaded (name -> path), to restore them on a restarted replica.
@@ -221,14 +230,28 @@ class OpenAICompatBackend(CaptionBackend):
     # -- generation -------------------------------------------------------------------------
 
     def _encode_images(self, request: CaptionRequest) -> list[str]:
-        return [
-            to_data_url(
-                fit_pixels(image, self.min_pixels, self.max_pixels),
-                format=self.image_format,
-                quality=self.image_quality,
-            )
-            for image in request.images
-        ]
+        return [self._encode_image(image) for image in request.images]
+
+    def _encode_image(self, image: Any) -> str:
+        """A data URL; images tagged with ``info["cache_key"]`` (stored reference photos,
+        the same in every request that shows them) are resized and encoded only once."""
+        key = image.info.get(CACHE_KEY_INFO) if hasattr(image, "info") else None
+        if key is not None:
+            cached = self._url_cache.get(key)
+            if cached is not None:
+                self._url_cache.move_to_end(key)
+                return cached
+        url = to_data_url(
+            fit_pixels(image, self.min_pixels, self.max_pixels),
+            format=self.image_format,
+            quality=self.image_quality,
+        )
+        if key is not None:
+            with self._url_cache_lock:
+                self._url_cache[key] = url
+                while len(self._url_cache) > URL_CACHE_SIZE:
+                    self._url_cache.popitem(last=False)
+        return url
 
     def build_payload(self, request: CaptionRequest, image_urls: Sequence[str]) -> dict[str, Any]:
         """The ``/v1/chat/completions`` body for ``request`` (images already encoded)."""

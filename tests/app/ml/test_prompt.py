@@ -24,8 +24,9 @@ def test_caption_prompt_layout_is_exact() -> None:
                 {
                     "type": "text",
                     "text": (
-                        "You are a captioning assistant. Your task is to generate an accurate caption for "
-                        "the query image.\nBelow is additional information about the reference images."
+                        "You are a captioning assistant. Your task is to generate an accurate "
+                        "caption for the query image.\nBelow is additional information about "
+                        "the reference images."
                     ),
                 }
             ],
@@ -84,9 +85,10 @@ def test_training_prompt_puts_images_first_then_the_problem() -> None:
                 {
                     "type": "text",
                     "text": (
-                        "As an evaluation expert, verify whether the object identified as <bo> in the first "
-                        "image is also present in the second image. Answer with yes or no. The final answer "
-                        "must be either 'yes' or 'no' with no additional output."
+                        "As an evaluation expert, verify whether the object identified as <bo> "
+                        "in the first image is also present in the second image. Answer with "
+                        "yes or no. The final answer must be either 'yes' or 'no' with no "
+                        "additional output."
                     ),
                 },
             ],

@@ -412,3 +412,30 @@ async def test_contract_with_transformers_serve(
     assert isinstance(result.text, str)
     assert result.prompt_tokens > 0 and 0 < result.completion_tokens <= 32
     assert health.ok and health.tiny
+
+
+def test_tagged_reference_images_are_encoded_once(monkeypatch) -> None:
+    """Stored photos repeat across requests: their resize + JPEG encoding is cached."""
+    from PIL import Image
+
+    from app.ml import images
+    from app.ml.backends import openai_compat
+    from app.ml.backends.openai_compat import OpenAICompatBackend
+
+    calls: list[int] = []
+    real = images.to_data_url
+
+    def counting(image, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return real(image, **kwargs)
+
+    monkeypatch.setattr(openai_compat, "to_data_url", counting)
+    backend = OpenAICompatBackend(["http://unused"], model="m")
+    ref = Image.new("RGB", (64, 64), (1, 2, 3))
+    ref.info[images.CACHE_KEY_INFO] = "sha-of-ref"
+    query = Image.new("RGB", (64, 64), (9, 9, 9))
+    first = backend._encode_image(ref)
+    assert backend._encode_image(ref) == first
+    backend._encode_image(query)
+    backend._encode_image(query)
+    assert len(calls) == 3  # the reference once, the untagged query every time
