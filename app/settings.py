@@ -87,6 +87,11 @@ class RetrievalSettings(BaseModel):
         0.0,
         description="Cosine similarity below which a hit is dropped (see `repic index calibrate`).",
     )
+    background_embedding: bool = Field(
+        False,
+        description="Embed newly registered photos in a cpu-queue job instead of in the "
+        "request (they become searchable when it finishes); for slow embedders on CPU.",
+    )
     approx_threshold: int | None = Field(
         None,
         description="Owners with more images than this get an approximate (HNSW) index; "

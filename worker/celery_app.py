@@ -44,6 +44,7 @@ def time_limits(settings: Settings) -> dict[str, tuple[int, int]]:
         "repic.reembed": (min(six_hours, train_soft), min(six_hours + 600, train_hard)),
         "repic.caption_batch": (min(2 * 3600, train_soft), min(2 * 3600 + 300, train_hard)),
         "repic.rebuild_index": (min(3600, train_soft), min(3600 + 300, train_hard)),
+        "repic.embed_images": (min(3600, train_soft), min(3600 + 300, train_hard)),
     }
 
 

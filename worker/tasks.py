@@ -52,3 +52,10 @@ def caption_batch(self: Task, job_id: int) -> dict[str, Any]:
 @shared_task(bind=True, name="repic.rebuild_index", acks_late=True, reject_on_worker_lost=True)
 def rebuild_index(self: Task, job_id: int) -> dict[str, Any]:
     return _run(self, job_id)
+
+
+@shared_task(
+    bind=True, name="repic.embed_images", acks_late=True, reject_on_worker_lost=True
+)
+def embed_images(self: Task, job_id: int) -> dict[str, Any]:
+    return _run(self, job_id)

@@ -43,6 +43,7 @@ KIND_TASKS: dict[str, str] = {
     "reembed": "repic.reembed",
     "caption_batch": "repic.caption_batch",
     "rebuild_index": "repic.rebuild_index",
+    "embed_images": "repic.embed_images",
 }
 TASK_QUEUES: dict[str, str] = {
     "repic.train": "gpu",
@@ -50,6 +51,7 @@ TASK_QUEUES: dict[str, str] = {
     "repic.reembed": "cpu",
     "repic.caption_batch": "cpu",
     "repic.rebuild_index": "cpu",
+    "repic.embed_images": "cpu",
 }
 LOG_TAIL_CHARS = 8000
 HISTORY_MAX_ROWS = 5000
@@ -516,8 +518,20 @@ def setup_jobs(container: Any, worker: bool = False) -> None:
     jobs.runners["rebuild_index"] = lambda ctx: _rebuild_index(container, ctx)
     jobs.runners["reembed"] = lambda ctx: _reembed(container, ctx)
     jobs.runners["caption_batch"] = lambda ctx: _caption_batch(container, ctx)
+    jobs.runners["embed_images"] = lambda ctx: _retrieval(container).embed_pending(
+        ctx.params["image_ids"]
+    )
     container.extras.update(celery=celery, jobs=jobs, versions=versions, training=training)
     container.extras["queue_depth"] = lambda: queue_depth(celery)
+    retrieval = container.extras.get("retrieval")
+    if retrieval is not None:
+
+        def enqueue_embedding(image_ids: list[int]) -> None:
+            with container.session_factory() as session:
+                jobs.create(session, "embed_images", {"image_ids": image_ids}, None,
+                            request_id=request_id_var.get())
+
+        retrieval.enqueue_embedding = enqueue_embedding
     from app.services.evaluation import setup_evaluation
 
     # Evaluation runner, post-training hook and promotion gate, in app and worker processes.

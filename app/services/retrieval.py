@@ -113,6 +113,8 @@ class RetrievalService:
         self._save_timer: threading.Timer | None = None
         self._save_lock = threading.Lock()
         self.target_embedder: ClipEmbedder | None = None
+        #: Queues a background embedding job for photo ids (set up by the jobs service).
+        self.enqueue_embedding: Any = None
 
     @property
     def embedder_id(self) -> str:
@@ -372,6 +374,11 @@ class RetrievalService:
         rows: Sequence[ConceptImage],
         images: Sequence[ValidImage],
     ) -> None:
+        if self.settings.background_embedding and self.enqueue_embedding is not None:
+            # The rows commit now; a cpu-queue job embeds them (searchable once it is done).
+            ids = [row.id for row in rows]
+            tx.on_commit.append(lambda: self._enqueue_safely(ids))
+            return
         vectors = self.embed([img.open() for img in images])
         for row, vector in zip(rows, vectors, strict=True):
             session.add(
@@ -388,6 +395,51 @@ class RetrievalService:
         ids = [row.id for row in rows]
         self.store.add(owner_id, ids, vectors)
         tx.on_rollback.append(lambda: self.store.remove(ids))
+
+    def _enqueue_safely(self, image_ids: list[int]) -> None:
+        try:
+            self.enqueue_embedding(image_ids)
+        except Exception as exc:  # the photos stay registered; `repic index reembed` catches up
+            log.warning("could not queue embedding of photos %s (%s); run `repic index "
+                        "reembed` to embed them", image_ids, exc)
+
+    def embed_pending(self, image_ids: Sequence[int]) -> dict[str, Any]:
+        """Embed the given photos that have no embedding from the serving embedder yet."""
+        with self.session_factory() as session:
+            have = select(ImageEmbedding.image_id).where(
+                ImageEmbedding.embedder_id == self.embedder_id
+            )
+            todo = session.execute(
+                select(ConceptImage.id, ConceptImage.owner_id, ConceptImage.path)
+                .where(ConceptImage.id.in_(list(image_ids)), ConceptImage.id.not_in(have))
+                .order_by(ConceptImage.id)
+            ).all()
+        if not todo:
+            return {"embedded": 0}
+        images = []
+        for _, _, path in todo:
+            with Image.open(self.image_store.absolute(path)) as img:
+                images.append(img.convert("RGB"))
+        vectors = self.embed(images)
+        added: list[tuple[int, int, np.ndarray]] = []
+        tx = Transaction()
+        with self.session_factory() as session:
+            alive = set(session.scalars(
+                select(ConceptImage.id).where(ConceptImage.id.in_([t[0] for t in todo]))
+            ))
+            for (image_id, owner_id, _), vector in zip(todo, vectors, strict=True):
+                if image_id not in alive:
+                    continue  # deleted while we were embedding
+                session.add(ImageEmbedding(
+                    image_id=image_id, owner_id=owner_id, embedder_id=self.embedder_id,
+                    dim=int(vector.size), vector=vector.astype(np.float32).tobytes()))
+                added.append((owner_id, image_id, vector))
+            self._bump_revision(session, tx)
+            session.commit()
+        for owner_id, image_id, vector in added:
+            self.store.add(owner_id, [image_id], vector[None, :])
+        tx.committed()
+        return {"embedded": len(added)}
 
     def images_removed(
         self, session: Session, tx: Transaction, owner_id: int, image_ids: Sequence[int]
