@@ -8,25 +8,16 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ContainerDep, SessionDep
-from app.errors import DomainError, Forbidden, InvalidInput
+from app.errors import DomainError, InvalidInput
 from app.models import User
-from app.web.common import CsrfChecked, PageUser, flash, render
+from app.web.common import AdminPageUser, CsrfChecked, flash, render
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
-
-
-def admin_page_user(user: PageUser) -> User:
-    if not user.is_admin:
-        raise Forbidden("Admin rights required")
-    return user
-
-
-AdminPageUser = Annotated[User, Depends(admin_page_user)]
 
 
 def _redirect(url: str) -> RedirectResponse:

@@ -54,6 +54,15 @@ def page_user(request: Request, session: SessionDep) -> User:
 PageUser = Annotated[User, Depends(page_user)]
 
 
+def admin_page_user(user: PageUser) -> User:
+    if not user.is_admin:
+        raise Forbidden("Admin rights required")
+    return user
+
+
+AdminPageUser = Annotated[User, Depends(admin_page_user)]
+
+
 def flash(request: Request, message: str, kind: str = "info") -> None:
     request.session.setdefault("flashes", []).append({"kind": kind, "message": message})
 

@@ -5,26 +5,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ContainerDep, SessionDep
-from app.errors import DomainError, Forbidden, ServiceUnavailable
+from app.errors import DomainError, ServiceUnavailable
 from app.models import User
 from app.services.evaluation import SETTINGS, results_table
-from app.web.common import CsrfChecked, PageUser, flash, render
+from app.web.common import AdminPageUser as AdminPage
+from app.web.common import CsrfChecked, flash, render
 
 router = APIRouter(prefix="/admin/evaluations", include_in_schema=False)
-
-
-def _admin(user: PageUser) -> User:
-    if not user.is_admin:
-        raise Forbidden("Admin rights required")
-    return user
-
-
-AdminPage = Annotated[User, Depends(_admin)]
 
 
 def _service(container: Any) -> Any:
