@@ -6,7 +6,7 @@ import getpass
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -31,7 +31,7 @@ eval_app = typer.Typer(help="Evaluation: grounding metrics, RAP/RePIC import/exp
 app.add_typer(eval_app, name="eval")
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     typer.secho(message, fg=typer.colors.RED, err=True)
     raise typer.Exit(code=2)
 

@@ -141,19 +141,22 @@ def load_caption_backend(container: Container) -> tuple[Any, bool]:
         status["base_urls"] = cfg.openai_base_urls
         container.extras.setdefault("models_status", {})["caption"] = status
         return backend, False
-    backend = build_backend(
-        "inprocess", model_path=cfg.model, device=cfg.device, dtype=cfg.dtype,
+    from app.ml.backends.inprocess import InProcessBackend
+
+    local = InProcessBackend(
+        cfg.model, device=cfg.device, dtype=cfg.dtype,
         min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels,
     )
     try:
-        backend.load()
+        local.load()
     except ModelUnavailable as exc:
         _fallback(container, "Caption model", cfg.model, exc)
         tiny = ensure_tiny_models(settings)["vlm"]
-        backend = build_backend("inprocess", model_path=str(tiny), device="cpu",
-                                dtype="float32", min_pixels=None, max_pixels=None)
-        backend.load()
+        local = InProcessBackend(str(tiny), device="cpu", dtype="float32",
+                                 min_pixels=None, max_pixels=None)
+        local.load()
         status["model"] = str(tiny)
+    backend = local
     status["tiny"] = bool(is_tiny_model(status["model"]))
     container.extras.setdefault("models_status", {})["caption"] = status
     return backend, status["tiny"]

@@ -10,6 +10,7 @@ Layout, the same as real models so the same loading code reads both::
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,9 @@ def build_tiny_models(root: Path, seed: int = 0, force: bool = False) -> dict[st
     from app.ml.tiny_detector import build_tiny_owl
     from app.ml.tiny_vlm import build_tiny_vlm
 
-    builders = {"vlm": build_tiny_vlm, "clip": build_tiny_clip, "detector": build_tiny_owl}
+    builders: dict[str, Callable[..., Path]] = {
+        "vlm": build_tiny_vlm, "clip": build_tiny_clip, "detector": build_tiny_owl
+    }
     paths = tiny_paths(root)
     for part, path in paths.items():
         marker = path / ".complete"

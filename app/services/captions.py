@@ -8,6 +8,7 @@ a backend failure stores nothing.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import random
 import time
@@ -45,7 +46,7 @@ class UsedConcept:
     id: int
     name: str
     score: float | None
-    box: list[int] | None
+    box: builtins.list[int] | None
     pinned: bool
     image_id: int
 
@@ -53,7 +54,7 @@ class UsedConcept:
 @dataclass
 class CaptionOutcome:
     caption: Caption
-    concepts: list[UsedConcept]
+    concepts: builtins.list[UsedConcept]
     prompt: Prompt
     model_version: dict[str, Any] | None
     timings_ms: dict[str, float] = field(default_factory=dict)
@@ -105,7 +106,7 @@ class CaptionService:
         owner: User,
         skip: int = 0,
         limit: int = 50,
-    ) -> tuple[list[Caption], int]:
+    ) -> tuple[builtins.list[Caption], int]:
         base = select(Caption).where(Caption.owner_id == owner.id, Caption.evaluation_id.is_(None))
         count = session.scalar(select(func.count()).select_from(base.subquery())) or 0
         rows = session.scalars(base.order_by(Caption.id.desc()).offset(skip).limit(limit))
@@ -140,7 +141,7 @@ class CaptionService:
         return row
 
     # -- the pipeline -------------------------------------------------------------------
-    def _pinned(self, session: Session, owner: User, ids: Sequence[int]) -> list[Concept]:
+    def _pinned(self, session: Session, owner: User, ids: Sequence[int]) -> builtins.list[Concept]:
         wanted = list(dict.fromkeys(int(i) for i in ids))
         if not wanted:
             return []
@@ -181,10 +182,10 @@ class CaptionService:
         pinned_ids: Sequence[int],
         use_retrieval: bool,
         k: int | None,
-    ) -> tuple[list[UsedConcept], dict[str, float]]:
+    ) -> tuple[builtins.list[UsedConcept], dict[str, float]]:
         """Which concepts become demonstrations, pinned first, then retrieved ones."""
         timings: dict[str, float] = {}
-        used: list[UsedConcept] = []
+        used: builtins.list[UsedConcept] = []
         for concept in self._pinned(session, owner, pinned_ids):
             ref = self._reference(concept)
             used.append(UsedConcept(concept.id, concept.name, None, None, True, ref.id))
@@ -247,7 +248,9 @@ class CaptionService:
             raise InvalidInput("max_new_tokens must be between 1 and 4096")
         image = upload.open()
 
-        def prepare() -> tuple[list[UsedConcept], dict[str, float], Prompt, ModelVersion | None]:
+        def prepare() -> tuple[
+            builtins.list[UsedConcept], dict[str, float], Prompt, ModelVersion | None
+        ]:
             with self.session_factory() as session:
                 used, timings = self.plan(session, owner, image, pinned_ids, use_retrieval, k)
                 prompt = self.build_prompt(session, owner, used, image, question)

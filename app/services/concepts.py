@@ -6,6 +6,8 @@ the index entries of one request then either all land or none do (DESIGN.md inva
 
 from __future__ import annotations
 
+import builtins
+import functools
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -48,8 +50,8 @@ class UploadLimits:
 class Transaction:
     """Side effects outside the database that must follow its commit or rollback."""
 
-    on_commit: list[Callable[[], None]] = field(default_factory=list)
-    on_rollback: list[Callable[[], None]] = field(default_factory=list)
+    on_commit: builtins.list[Callable[[], None]] = field(default_factory=list)
+    on_rollback: builtins.list[Callable[[], None]] = field(default_factory=list)
 
     def committed(self) -> None:
         for action in self.on_commit:
@@ -131,7 +133,7 @@ class ConceptService:
         owner: User,
         skip: int = 0,
         limit: int = 50,
-    ) -> tuple[list[Concept], int]:
+    ) -> tuple[builtins.list[Concept], int]:
         base = select(Concept).where(Concept.owner_id == owner.id)
         count = session.scalar(select(func.count()).select_from(base.subquery())) or 0
         rows = session.scalars(
@@ -152,7 +154,9 @@ class ConceptService:
             raise ConceptNotFound()
         return concept
 
-    def get_by_names(self, session: Session, owner: User, names: Sequence[str]) -> list[Concept]:
+    def get_by_names(
+        self, session: Session, owner: User, names: Sequence[str]
+    ) -> builtins.list[Concept]:
         wanted = [clean_name(n) for n in names]
         rows = {
             c.name.lower(): c
@@ -186,7 +190,9 @@ class ConceptService:
         return image
 
     # -- validation --------------------------------------------------------------------
-    def validate_uploads(self, uploads: Sequence[Upload], *, required: bool) -> list[ValidImage]:
+    def validate_uploads(
+        self, uploads: Sequence[Upload], *, required: bool
+    ) -> builtins.list[ValidImage]:
         if required and not uploads:
             raise InvalidInput("At least one image is required")
         if len(uploads) > self.limits.max_files:
@@ -283,7 +289,7 @@ class ConceptService:
         owner: User,
         concept_id: int,
         uploads: Sequence[Upload],
-    ) -> list[ConceptImage]:
+    ) -> builtins.list[ConceptImage]:
         concept = self.get(session, owner, concept_id)
         images = self.validate_uploads(uploads, required=True)
         tx = Transaction()
@@ -306,7 +312,7 @@ class ConceptService:
         image_id: int,
         *,
         eval_only: bool | None = None,
-        box: list[int] | None = None,
+        box: builtins.list[int] | None = None,
     ) -> ConceptImage:
         image = self.get_image(session, owner, concept_id, image_id)
         if eval_only is not None:
@@ -363,12 +369,12 @@ class ConceptService:
         owner: User,
         concept: Concept,
         images: Sequence[ValidImage],
-    ) -> list[ConceptImage]:
-        rows: list[ConceptImage] = []
+    ) -> builtins.list[ConceptImage]:
+        rows: builtins.list[ConceptImage] = []
         for image in images:
             relative, is_new = self.store.put(image)
             if is_new:
-                tx.on_rollback.append(lambda rel=relative: self._delete_if_unreferenced(rel))
+                tx.on_rollback.append(functools.partial(self._delete_if_unreferenced, relative))
             row = ConceptImage(
                 concept_id=concept.id,
                 owner_id=owner.id,

@@ -13,6 +13,7 @@ Nothing here imports Celery: the broker is reached through a :class:`TaskSender`
 
 from __future__ import annotations
 
+import builtins
 import collections
 import datetime as dt
 import logging
@@ -63,8 +64,9 @@ class JobNotFound(NotFound):
 
 
 class BrokerUnavailable(ServiceUnavailable):
-    def __init__(self, detail: str = "The job queue is unreachable; nothing was queued, "
-                                     "try again later") -> None:
+    def __init__(
+        self, detail: str = "The job queue is unreachable; nothing was queued, try again later"
+    ) -> None:
         super().__init__(detail)
 
 
@@ -126,11 +128,23 @@ class JobContext:
     def cancel_requested(self) -> bool:
         return self.cancel_event.is_set()
 
-    def progress(self, step: int, total_steps: int, *, metrics: dict[str, Any] | None = None,
-                 history_row: dict[str, Any] | None = None, eta_s: float | None = None) -> None:
+    def progress(
+        self,
+        step: int,
+        total_steps: int,
+        *,
+        metrics: dict[str, Any] | None = None,
+        history_row: dict[str, Any] | None = None,
+        eta_s: float | None = None,
+    ) -> None:
         cancel = self.service.report_progress(
-            self.job_id, step, total_steps, metrics=metrics, history_row=history_row,
-            eta_s=eta_s, log_tail=self.log_buffer.text(),
+            self.job_id,
+            step,
+            total_steps,
+            metrics=metrics,
+            history_row=history_row,
+            eta_s=eta_s,
+            log_tail=self.log_buffer.text(),
         )
         if cancel:
             self.cancel_event.set()
@@ -222,9 +236,17 @@ class JobService:
             raise BrokerUnavailable("No job queue is configured on this server")
         task_id = uuid.uuid4().hex
         job = Job(
-            kind=kind, state="queued", queue=TASK_QUEUES[task_name], params=params,
-            created_by_id=user.id if user else None, celery_task_id=task_id,
-            request_id=request_id, metrics={}, history=[], result={}, log_tail="",
+            kind=kind,
+            state="queued",
+            queue=TASK_QUEUES[task_name],
+            params=params,
+            created_by_id=user.id if user else None,
+            celery_task_id=task_id,
+            request_id=request_id,
+            metrics={},
+            history=[],
+            result={},
+            log_tail="",
         )
         session.add(job)
         session.commit()
@@ -248,9 +270,14 @@ class JobService:
         return job
 
     def list(
-        self, session: Session, user: User, skip: int = 0, limit: int = 50,
-        kind: str | None = None, state: str | None = None,
-    ) -> tuple[list[Job], int]:
+        self,
+        session: Session,
+        user: User,
+        skip: int = 0,
+        limit: int = 50,
+        kind: str | None = None,
+        state: str | None = None,
+    ) -> tuple[builtins.list[Job], int]:
         query = select(Job)
         if not user.is_admin:
             query = query.where(Job.created_by_id == user.id)
@@ -304,15 +331,24 @@ class JobService:
                 return Claim("skip", f"job {job_id} was cancelled before it started")
             if job.attempts >= self.settings.max_attempts:
                 # A redelivery after the last allowed attempt: no infinite redelivery loop.
-                self._finish_row(job, "failed", error=(
-                    f"gave up after {job.attempts} attempt(s) (worker.max_attempts="
-                    f"{self.settings.max_attempts})"))
+                self._finish_row(
+                    job,
+                    "failed",
+                    error=(
+                        f"gave up after {job.attempts} attempt(s) (worker.max_attempts="
+                        f"{self.settings.max_attempts})"
+                    ),
+                )
                 return Claim("skip", f"job {job_id} exhausted its attempts")
             if job.kind == "training":
-                running = session.scalar(
-                    select(func.count()).select_from(Job).where(
-                        Job.kind == "training", Job.state == "running", Job.id != job.id)
-                ) or 0
+                running = (
+                    session.scalar(
+                        select(func.count())
+                        .select_from(Job)
+                        .where(Job.kind == "training", Job.state == "running", Job.id != job.id)
+                    )
+                    or 0
+                )
                 if running >= self.settings.max_concurrent_training:
                     return Claim("wait", f"{running} training job(s) already running")
             now = utcnow()
@@ -339,9 +375,15 @@ class JobService:
             return bool(job.cancel_requested) or job.state != "running"
 
     def report_progress(
-        self, job_id: int, step: int, total_steps: int, *,
-        metrics: dict[str, Any] | None = None, history_row: dict[str, Any] | None = None,
-        eta_s: float | None = None, log_tail: str | None = None,
+        self,
+        job_id: int,
+        step: int,
+        total_steps: int,
+        *,
+        metrics: dict[str, Any] | None = None,
+        history_row: dict[str, Any] | None = None,
+        eta_s: float | None = None,
+        log_tail: str | None = None,
     ) -> bool:
         """Write one progress report; returns whether a cancel was requested."""
         with self._session() as session:
@@ -362,8 +404,14 @@ class JobService:
                 job.log_tail = log_tail
             return bool(job.cancel_requested) or job.state != "running"
 
-    def finish(self, job_id: int, state: str, result: dict[str, Any] | None = None,
-               error: str | None = None, log_tail: str | None = None) -> None:
+    def finish(
+        self,
+        job_id: int,
+        state: str,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+        log_tail: str | None = None,
+    ) -> None:
         if state not in TERMINAL_STATES:
             raise ValueError(f"not a final state: {state}")
         with self._session() as session:
@@ -402,8 +450,13 @@ class JobService:
             return claim
         job = claim.job
         runner = self.runners.get(job.kind)
-        ctx = JobContext(job_id=job.id, kind=job.kind, params=dict(job.params or {}),
-                         attempt=job.attempts, service=self)
+        ctx = JobContext(
+            job_id=job.id,
+            kind=job.kind,
+            params=dict(job.params or {}),
+            attempt=job.attempts,
+            service=self,
+        )
         root = logging.getLogger()
         root.addHandler(ctx.log_buffer)
         # Log lines of the job carry the id of the request that created it.
@@ -434,12 +487,12 @@ class JobService:
 
     # -- reaping --------------------------------------------------------------------------
 
-    def reap_stale(self, now: dt.datetime | None = None) -> list[tuple[int, str]]:
+    def reap_stale(self, now: dt.datetime | None = None) -> builtins.list[tuple[int, str]]:
         """Running jobs whose heartbeat is older than ``stale_after_s``: re-queue them within
         the attempt limit (when a broker is reachable), else mark them failed."""
         now = now or utcnow()
         limit = dt.timedelta(seconds=self.settings.stale_after_s)
-        actions: list[tuple[int, str]] = []
+        actions: builtins.list[tuple[int, str]] = []
         with self._session() as session:
             running = list(session.scalars(select(Job).where(Job.state == "running")))
             stale = []
@@ -450,8 +503,11 @@ class JobService:
             for job in stale:
                 worker = job.worker or "unknown worker"
                 note = f"worker {worker} stopped heart-beating"
-                if (job.attempts < self.settings.max_attempts and self.sender is not None
-                        and not job.cancel_requested):
+                if (
+                    job.attempts < self.settings.max_attempts
+                    and self.sender is not None
+                    and not job.cancel_requested
+                ):
                     task_id = uuid.uuid4().hex
                     try:
                         self.sender.send(KIND_TASKS[job.kind], job.id, job.queue, task_id)
@@ -461,9 +517,11 @@ class JobService:
                         job.state = "queued"
                         job.celery_task_id = task_id
                         job.worker = None
-                        job.log_tail = (job.log_tail + f"\n[reaper] {note}; re-queued "
-                                        f"(attempt {job.attempts} of "
-                                        f"{self.settings.max_attempts} used)")[-LOG_TAIL_CHARS:]
+                        job.log_tail = (
+                            job.log_tail + f"\n[reaper] {note}; re-queued "
+                            f"(attempt {job.attempts} of "
+                            f"{self.settings.max_attempts} used)"
+                        )[-LOG_TAIL_CHARS:]
                         actions.append((job.id, "requeued"))
                         log.warning("job %s: %s; re-queued", job.id, note)
                         continue
@@ -509,11 +567,18 @@ def setup_jobs(container: Any, worker: bool = False) -> None:
     jobs = JobService(container.session_factory, settings.worker, CelerySender(celery))
     status = container.extras.get("models_status", {}).get("caption", {})
     versions = VersionService(
-        container.session_factory, base_model=str(status.get("model") or settings.caption.model),
+        container.session_factory,
+        base_model=str(status.get("model") or settings.caption.model),
         backend_getter=lambda: container.extras.get("caption_backend"),
     )
-    training = TrainingService(settings, container.session_factory, jobs, versions,
-                               container.store, extras=container.extras)
+    training = TrainingService(
+        settings,
+        container.session_factory,
+        jobs,
+        versions,
+        container.store,
+        extras=container.extras,
+    )
     jobs.runners["training"] = training.run
     jobs.runners["rebuild_index"] = lambda ctx: _rebuild_index(container, ctx)
     jobs.runners["reembed"] = lambda ctx: _reembed(container, ctx)
@@ -526,10 +591,15 @@ def setup_jobs(container: Any, worker: bool = False) -> None:
     retrieval = container.extras.get("retrieval")
     if retrieval is not None:
 
-        def enqueue_embedding(image_ids: list[int]) -> None:
+        def enqueue_embedding(image_ids: builtins.list[int]) -> None:
             with container.session_factory() as session:
-                jobs.create(session, "embed_images", {"image_ids": image_ids}, None,
-                            request_id=request_id_var.get())
+                jobs.create(
+                    session,
+                    "embed_images",
+                    {"image_ids": image_ids},
+                    None,
+                    request_id=request_id_var.get(),
+                )
 
         retrieval.enqueue_embedding = enqueue_embedding
     from app.services.evaluation import setup_evaluation
@@ -597,8 +667,8 @@ def _caption_batch(container: Any, ctx: JobContext) -> dict[str, Any]:
     if owner is None:
         raise InvalidInput("The batch's owner no longer exists")
     photos = params["photos"]
-    done: list[int] = []
-    failed: list[dict[str, str]] = []
+    done: builtins.list[int] = []
+    failed: builtins.list[dict[str, str]] = []
     settings = container.settings.storage
 
     async def run() -> None:
@@ -609,20 +679,31 @@ def _caption_batch(container: Any, ctx: JobContext) -> dict[str, Any]:
             try:
                 data = container.store.absolute(photo["path"]).read_bytes()
                 valid = validate_image(
-                    data, photo.get("filename"), "", max_bytes=settings.max_upload_bytes,
+                    data,
+                    photo.get("filename"),
+                    "",
+                    max_bytes=settings.max_upload_bytes,
                     max_pixels=settings.max_image_pixels,
                 )
                 outcome = await service.caption(
-                    owner, valid, pinned_ids=params.get("concept_ids", []),
-                    question=params.get("question"), use_retrieval=params.get("retrieve", True),
+                    owner,
+                    valid,
+                    pinned_ids=params.get("concept_ids", []),
+                    question=params.get("question"),
+                    use_retrieval=params.get("retrieve", True),
                     max_new_tokens=params.get("max_new_tokens"),
                 )
                 done.append(outcome.caption.id)
             except (DomainError, OSError) as exc:
-                failed.append({"filename": photo.get("filename", ""),
-                               "error": getattr(exc, "detail", str(exc))})
-            ctx.progress(index + 1, len(photos),
-                         metrics={"captioned": len(done), "failed": len(failed)})
+                failed.append(
+                    {
+                        "filename": photo.get("filename", ""),
+                        "error": getattr(exc, "detail", str(exc)),
+                    }
+                )
+            ctx.progress(
+                index + 1, len(photos), metrics={"captioned": len(done), "failed": len(failed)}
+            )
 
     asyncio.run(run())
     result: dict[str, Any] = {"caption_ids": done, "failed": failed, "total": len(photos)}

@@ -70,6 +70,10 @@ class ConceptQuality:
     warnings: list[str] = field(default_factory=list)
 
 
+def void(_: object) -> None:
+    """Drop a return value (transaction actions return nothing)."""
+
+
 def _ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000, 2)
 
@@ -394,7 +398,7 @@ class RetrievalService:
         session.flush()
         ids = [row.id for row in rows]
         self.store.add(owner_id, ids, vectors)
-        tx.on_rollback.append(lambda: self.store.remove(ids))
+        tx.on_rollback.append(lambda: void(self.store.remove(ids)))
 
     def _enqueue_safely(self, image_ids: list[int]) -> None:
         try:
@@ -446,7 +450,7 @@ class RetrievalService:
     ) -> None:
         self._bump_revision(session, tx)
         ids = list(image_ids)
-        tx.on_commit.insert(0, lambda: self.store.remove(ids))
+        tx.on_commit.insert(0, lambda: void(self.store.remove(ids)))
 
     # -- retrieval -----------------------------------------------------------------------
     def retrieve(
@@ -476,7 +480,8 @@ class RetrievalService:
         detections = self.detector.detect(image, categories) if categories else []
         timings["detect"] = _ms(began)
         width, height = image.size
-        boxes = [(0, 0, width, height)] + [tuple(d.box) for d in detections]
+        boxes: list[tuple[int, int, int, int]] = [(0, 0, width, height)]
+        boxes += [d.box for d in detections]
         crops = [image] + [image.crop(box) for box in boxes[1:]]
         began = time.perf_counter()
         vectors = self.embed(crops)

@@ -211,8 +211,11 @@ class TrainingService:
             if not images:
                 continue
             paths = [self.store.absolute(img.path) for img in images]
-            boxes = {path: tuple(img.box) for path, img in zip(paths, images, strict=True)
-                     if img.box and len(img.box) == 4}
+            boxes: dict[Path | str, tuple[int, int, int, int]] = {
+                path: (int(img.box[0]), int(img.box[1]), int(img.box[2]), int(img.box[3]))
+                for path, img in zip(paths, images, strict=True)
+                if img.box and len(img.box) == 4
+            }
             concepts.append(ConceptPhotos(
                 concept_id=concept.id, name=concept.name, info=concept.description,
                 category=concept.category, image_paths=paths, boxes=boxes or None,
