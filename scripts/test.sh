@@ -10,6 +10,10 @@ PG_URL=${REPIC_TEST_PG_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/test}
 
 scripts/test-services.sh
 
+echo "== lint (ruff, mypy) =="
+"$VENV/bin/ruff" check app worker trainer tests bench
+"$VENV/bin/mypy" app worker trainer
+
 echo "== pytest on SQLite =="
 "$PY" -m pytest "$@"
 
