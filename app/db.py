@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Select, create_engine, event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -36,6 +36,15 @@ def make_engine(url: str, echo: bool = False, pool_size: int = 10) -> Engine:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False, autoflush=False)
+
+
+def paginate(
+    session: Session, query: Select[Any], *order_by: Any, skip: int = 0, limit: int = 50
+) -> tuple[list[Any], int]:
+    """One page of ``query`` (ordered by ``order_by``) and the total number of rows."""
+    count = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(query.order_by(*order_by).offset(max(skip, 0)).limit(max(limit, 1)))
+    return list(rows), count
 
 
 @contextmanager

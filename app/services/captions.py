@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from app.db import paginate
 from app.errors import ConceptNotFound, InvalidInput, NotFound, ServiceUnavailable
 from app.ml.backends.base import (
     BackendError,
@@ -108,9 +109,7 @@ class CaptionService:
         limit: int = 50,
     ) -> tuple[builtins.list[Caption], int]:
         base = select(Caption).where(Caption.owner_id == owner.id, Caption.evaluation_id.is_(None))
-        count = session.scalar(select(func.count()).select_from(base.subquery())) or 0
-        rows = session.scalars(base.order_by(Caption.id.desc()).offset(skip).limit(limit))
-        return list(rows), count
+        return paginate(session, base, Caption.id.desc(), skip=skip, limit=limit)
 
     def get(self, session: Session, owner: User, caption_id: int) -> Caption:
         row = session.get(Caption, caption_id)
@@ -141,7 +140,10 @@ class CaptionService:
         return row
 
     # -- the pipeline -------------------------------------------------------------------
-    def _pinned(self, session: Session, owner: User, ids: Sequence[int]) -> builtins.list[Concept]:
+    def pinned_concepts(
+        self, session: Session, owner: User, ids: Sequence[int]
+    ) -> builtins.list[Concept]:
+        """The caller's concepts with these ids, in order; another user's id is a 404."""
         wanted = list(dict.fromkeys(int(i) for i in ids))
         if not wanted:
             return []
@@ -186,7 +188,7 @@ class CaptionService:
         """Which concepts become demonstrations, pinned first, then retrieved ones."""
         timings: dict[str, float] = {}
         used: builtins.list[UsedConcept] = []
-        for concept in self._pinned(session, owner, pinned_ids):
+        for concept in self.pinned_concepts(session, owner, pinned_ids):
             ref = self._reference(concept)
             used.append(UsedConcept(concept.id, concept.name, None, None, True, ref.id))
         limit = self.settings.max_demonstrations

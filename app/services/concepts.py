@@ -18,6 +18,7 @@ from sqlalchemy import Text, cast, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
+from app.db import paginate
 from app.errors import ConceptNotFound, Conflict, ImageNotFound, InvalidInput
 from app.models import Caption, Concept, ConceptImage, EvaluationSet, User, utcnow
 from app.storage import ImageStore, ValidImage, validate_image
@@ -135,14 +136,10 @@ class ConceptService:
         limit: int = 50,
     ) -> tuple[builtins.list[Concept], int]:
         base = select(Concept).where(Concept.owner_id == owner.id)
-        count = session.scalar(select(func.count()).select_from(base.subquery())) or 0
-        rows = session.scalars(
-            base.options(selectinload(Concept.images))
-            .order_by(Concept.name, Concept.id)
-            .offset(max(skip, 0))
-            .limit(max(min(limit, 500), 1))
+        return paginate(
+            session, base.options(selectinload(Concept.images)), Concept.name, Concept.id,
+            skip=skip, limit=min(limit, 500),
         )
-        return list(rows), count
 
     def get(self, session: Session, owner: User, concept_id: int) -> Concept:
         concept = session.scalar(

@@ -38,9 +38,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from PIL import Image
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, selectinload
 
+from app.db import paginate
 from app.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 from app.models import (
     Caption,
@@ -707,9 +708,7 @@ class EvaluationService:
             query = query.where(Evaluation.model_version_id == version_id)
         if set_id is not None:
             query = query.where(Evaluation.evaluation_set_id == set_id)
-        count = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-        rows = session.scalars(query.order_by(Evaluation.id.desc()).offset(skip).limit(limit))
-        return list(rows), count
+        return paginate(session, query, Evaluation.id.desc(), skip=skip, limit=limit)
 
     def get(self, session: Session, user: User, evaluation_id: int) -> Evaluation:
         row = session.get(Evaluation, evaluation_id)

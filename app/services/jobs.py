@@ -15,18 +15,19 @@ from __future__ import annotations
 
 import builtins
 import collections
+import contextlib
 import datetime as dt
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.db import paginate, session_scope
 from app.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 from app.logging_setup import request_id_var
 from app.models import Job, User, utcnow
@@ -202,17 +203,8 @@ class JobService:
         #: Job kind -> runner, filled by whoever owns a kind (training, evaluation, ...).
         self.runners: dict[str, JobRunner] = {}
 
-    @contextmanager
-    def _session(self) -> Iterator[Session]:
-        session = self.session_factory()
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
+    def _session(self) -> contextlib.AbstractContextManager[Session]:
+        return session_scope(self.session_factory)
 
     # -- API side -------------------------------------------------------------------------
 
@@ -285,9 +277,7 @@ class JobService:
             query = query.where(Job.kind == kind)
         if state:
             query = query.where(Job.state == state)
-        count = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-        rows = session.scalars(query.order_by(Job.id.desc()).offset(skip).limit(limit))
-        return list(rows), count
+        return paginate(session, query, Job.id.desc(), skip=skip, limit=limit)
 
     def cancel(self, session: Session, user: User, job_id: int) -> Job:
         """Queued: cancelled at once (and the task revoked). Running: ``cancel_requested``;

@@ -61,7 +61,6 @@ class LiveServer:
         self.extra_env = extra_env or {}
         self.log_path = log_path or settings.data_dir / f"server-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
-        self.workers = workers
 
     def start(self, timeout: float = 90.0) -> LiveServer:
         env = {**os.environ, **settings_env(self.settings), **self.extra_env}

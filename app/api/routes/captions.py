@@ -153,7 +153,7 @@ async def create_caption_batch(
     pinned = _parse_ids(concept_ids)
     captions_service = container.extras.get("captions")
     if captions_service is not None and pinned:
-        captions_service._pinned(session, user, pinned)  # 404 for another user's concept
+        captions_service.pinned_concepts(session, user, pinned)  # 404 for another user's concept
     stored: list[tuple[str, bool]] = [container.store.put(v) for v in valid]
     params = {
         "owner_id": user.id,

@@ -1,0 +1,107 @@
+"""The `repic` operator commands: users, models, index upkeep, captions, training arguments."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from app.cli import app
+from tests.utils.images import FIXTURES
+
+runner = CliRunner()
+DOG = FIXTURES / "dreambooth" / "dog"
+
+
+@pytest.fixture
+def cli_settings(settings, monkeypatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setattr("app.cli.get_settings", lambda: settings)
+    return settings
+
+
+def _admin(password: str = "correct horse battery") -> None:
+    r = runner.invoke(app, ["users", "create-admin", "root", "--password", password])
+    assert r.exit_code == 0, r.output
+
+
+def test_create_admin_makes_an_admin(cli_settings) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import select
+
+    from app.container import build_container
+    from app.models import User
+
+    _admin()
+    container = build_container(cli_settings)
+    with container.session_factory() as session:
+        assert session.scalar(select(User.is_admin).where(User.username == "root")) is True
+    container.close()
+
+
+def test_create_admin_refuses_a_short_password(cli_settings) -> None:  # type: ignore[no-untyped-def]
+    r = runner.invoke(app, ["users", "create-admin", "root", "--password", "short"])
+    assert r.exit_code == 2 and "at least 8" in r.output
+
+
+def test_caption_command_uses_the_users_pinned_concept(cli_settings) -> None:  # type: ignore[no-untyped-def]
+    from app.container import build_container
+    from app.services.concepts import Upload
+    from app.services.users import register
+
+    container = build_container(cli_settings)
+    from app.setup import setup_services
+
+    setup_services(container)
+    with container.session_factory() as session:
+        user = register(session, "anya", "correct horse battery")
+        session.commit()
+        container.concepts.create(
+            session,
+            user,
+            name="bo",
+            uploads=[Upload((DOG / "02.jpg").read_bytes(), "a.jpg", "image/jpeg")],
+        )
+    container.close()
+    r = runner.invoke(
+        app,
+        [
+            "caption",
+            str(DOG / "03.jpg"),
+            "--user",
+            "anya",
+            "--concept",
+            "bo",
+            "--no-retrieve",
+            "--max-new-tokens",
+            "4",
+            "--json",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    body = json.loads(r.stdout[r.stdout.index("{") :])
+    assert [c["name"] for c in body["concepts"]] == ["bo"] and body["tiny_model"] is True
+
+
+def test_caption_command_with_an_unknown_concept_fails_clearly(cli_settings) -> None:  # type: ignore[no-untyped-def]
+    _admin()
+    r = runner.invoke(app, ["caption", str(DOG / "03.jpg"), "--user", "root", "--concept", "rex"])
+    assert r.exit_code == 2 and "No concept named rex" in r.output
+
+
+def test_index_verify_and_rebuild(cli_settings) -> None:  # type: ignore[no-untyped-def]
+    r = runner.invoke(app, ["index", "verify"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout.strip().splitlines()[-1])["vectors"] == 0
+    r = runner.invoke(app, ["index", "rebuild"])
+    assert r.exit_code == 0 and "rebuilt index with 0 vectors" in r.output
+
+
+def test_train_needs_a_config_or_tiny() -> None:
+    r = runner.invoke(app, ["train"])
+    assert r.exit_code == 2 and "--config" in r.output
+
+
+def test_build_tiny_writes_the_three_models(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    r = runner.invoke(app, ["models", "build-tiny", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert {p.name for p in tmp_path.iterdir()} == {"vlm", "clip", "detector"}
