@@ -1,20 +1,29 @@
-"""Long-lived resources of one app process, built in the lifespan and reached through deps.
+"""The long-lived objects of one process, as typed fields; built by :mod:`app.wiring`.
 
-Nothing here is created on import: tests and the CLI build their own container from settings.
+Nothing here is created on import and nothing is added after construction: the container is
+a record of what the composition root built (tests and the CLI build their own from settings).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db import make_engine, make_session_factory
-from app.security import configure_password_hashing
-from app.services.concepts import ConceptService, UploadLimits
+from app.model_services import ModelServices
+from app.queue import CelerySender
+from app.services.caption_batches import CaptionBatchService
+from app.services.concepts import ConceptService
+from app.services.evaluation import EvaluationService
+from app.services.evaluation_sets import EvaluationSetService
+from app.services.job_runtime import JobRuntime
+from app.services.jobs import JobService
+from app.services.readiness import ReadinessService
+from app.services.training import TrainingService
+from app.services.versions import VersionService
 from app.settings import Settings
 from app.storage import ImageStore
 
@@ -27,34 +36,25 @@ class Container:
     engine: Engine
     session_factory: sessionmaker[Session]
     store: ImageStore
+    models: ModelServices
     concepts: ConceptService
+    sender: CelerySender
+    jobs: JobService
+    job_runtime: JobRuntime
+    versions: VersionService
+    evaluation_sets: EvaluationSetService
+    evaluations: EvaluationService
+    training: TrainingService
+    caption_batches: CaptionBatchService
+    readiness: ReadinessService
+    #: Problems found while building (model fallbacks, a stale index): pages and /api/ready.
     warnings: list[str] = field(default_factory=list)
-    extras: dict[str, Any] = field(default_factory=dict)
+    closers: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:
-        for closer in reversed(self.extras.get("closers", [])):
+        for closer in reversed(self.closers):
             try:
                 closer()
             except Exception:
                 log.exception("closing %s failed", closer)
         self.engine.dispose()
-
-
-def build_container(settings: Settings) -> Container:
-    """The database, image store and services for ``settings`` (models are added by ML setup)."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    configure_password_hashing(settings.auth.argon2_time_cost, settings.auth.argon2_memory_kib)
-    engine = make_engine(settings.database_url, settings.database.echo, settings.database.pool_size)
-    store = ImageStore(settings.images_dir)
-    limits = UploadLimits(
-        max_bytes=settings.storage.max_upload_bytes,
-        max_pixels=settings.storage.max_image_pixels,
-        max_files=settings.storage.max_files_per_upload,
-    )
-    return Container(
-        settings=settings,
-        engine=engine,
-        session_factory=make_session_factory(engine),
-        store=store,
-        concepts=ConceptService(store, limits),
-    )

@@ -1,12 +1,14 @@
-"""Domain exceptions. Services raise these; one handler in the API maps them to HTTP."""
+"""Domain exceptions. Services raise these; one handler in the API maps each kind to HTTP.
+
+A domain error says *what* went wrong (not found, conflict, invalid input ...), never which
+HTTP status it becomes: that table lives in :mod:`app.api.errors`.
+"""
 
 from __future__ import annotations
 
 
 class DomainError(Exception):
-    """Base of expected failures; ``status`` is the HTTP code the API answers with."""
-
-    status = 400
+    """Base of expected failures; ``detail`` is a message a person understands."""
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -14,35 +16,39 @@ class DomainError(Exception):
 
 
 class InvalidInput(DomainError):
-    status = 422
+    """The request is well-formed but its content is not acceptable."""
 
 
 class NotAuthenticated(DomainError):
-    status = 401
+    """No (valid) credentials."""
 
 
 class Forbidden(DomainError):
-    status = 403
+    """Authenticated, but not allowed."""
 
 
 class NotFound(DomainError):
-    status = 404
+    """The thing does not exist, or belongs to someone else (never tell which)."""
 
 
 class Conflict(DomainError):
-    status = 409
+    """The request clashes with the current state (a duplicate name, a finished job)."""
 
 
 class PayloadTooLarge(DomainError):
-    status = 413
+    """An upload or body exceeds a configured limit."""
 
 
 class UnsupportedMedia(DomainError):
-    status = 415
+    """An upload is not a supported image type."""
+
+
+class UpstreamFailed(DomainError):
+    """A collaborator (model server, adapter load) answered with a failure."""
 
 
 class ServiceUnavailable(DomainError):
-    status = 503
+    """A part the request needs is not configured or cannot be reached right now."""
 
 
 class ConceptNotFound(NotFound):

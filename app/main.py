@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -17,17 +18,20 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
+from app.api.errors import MODEL_ERRORS, as_domain_error, http_status
 from app.api.router import api_router
-from app.container import Container, build_container
+from app.container import Container
 from app.errors import DomainError
 from app.logging_setup import request_id_var, setup_logging
 from app.metrics import Metrics, route_template
+from app.model_services import ModelLoading
 from app.settings import Settings, get_settings
 from app.web.admin import router as admin_pages_router
 from app.web.captions import router as captions_pages_router
 from app.web.common import LoginRequired, render
 from app.web.evaluations import router as evaluation_pages_router
 from app.web.pages import router as pages_router
+from app.wiring import build_container
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
@@ -45,20 +49,17 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = container is None
-        ctr = container or build_container(settings)
-        if owned:
-            from app.setup import setup_services
-
-            setup_services(ctr)
+        if container is not None:
+            ctr = container
+        else:
+            ctr = await asyncio.to_thread(build_container, settings, ModelLoading.ALL)
         app.state.container = ctr
         for warning in ctr.warnings:
             log.warning("%s", warning)
         try:
             yield
         finally:
-            closer = ctr.extras.get("aclose")
-            if closer is not None:
-                await closer()
+            await ctr.models.aclose()
             if owned:
                 ctr.close()
 
@@ -106,12 +107,17 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
 
-    @app.exception_handler(DomainError)
-    async def domain_error(request: Request, exc: DomainError) -> Response:
+    async def domain_error(request: Request, exc: Exception) -> Response:
+        error = as_domain_error(exc)
+        status = http_status(error)
         if _is_api(request):
-            headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-            return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=headers)
-        return render(request, "error.html", exc.status, message=exc.detail, status=exc.status)
+            headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+            return JSONResponse({"detail": error.detail}, status_code=status, headers=headers)
+        return render(request, "error.html", status, message=error.detail, status=status)
+
+    expected: tuple[type[Exception], ...] = (DomainError, *MODEL_ERRORS)
+    for kind in expected:
+        app.add_exception_handler(kind, domain_error)
 
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, exc: LoginRequired) -> Response:

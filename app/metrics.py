@@ -8,7 +8,6 @@ replica reports the same truth.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from prometheus_client import (
@@ -20,6 +19,10 @@ from prometheus_client import (
     generate_latest,
 )
 from sqlalchemy import func, select
+
+from app.container import Container
+from app.models import Job
+from app.services.versions import active_version
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +76,8 @@ class Metrics:
         for stage, ms in timings_ms.items():
             self.caption_stage.labels(stage).observe(ms / 1000.0)
 
-    def refresh(self, container: Any) -> None:
+    def refresh(self, container: Container) -> None:
         """Read the gauges that describe shared state from the database and the broker."""
-        from app.models import Job, ModelVersion
-
         try:
             with container.session_factory() as session:
                 self.jobs.clear()
@@ -85,19 +86,17 @@ class Metrics:
                 ):
                     self.jobs.labels(kind, state).set(n)
                 self.active_version.clear()
-                active = session.scalar(select(ModelVersion).where(ModelVersion.state == "active"))
+                active = active_version(session)
                 if active is not None:
                     self.active_version.labels(active.name).set(active.id)
         except Exception:  # metrics must never break the scrape
             log.exception("reading job/version metrics failed")
-        depth = container.extras.get("queue_depth")
-        if depth is not None:
-            try:
-                for queue, n in depth().items():
-                    self.queue_depth.labels(queue).set(n)
-            except Exception:
-                log.warning("reading queue depth failed", exc_info=True)
-        retrieval = container.extras.get("retrieval")
+        try:
+            for queue, n in container.sender.queue_depth().items():
+                self.queue_depth.labels(queue).set(n)
+        except Exception:
+            log.warning("reading queue depth failed", exc_info=True)
+        retrieval = container.models.loaded_retrieval()
         if retrieval is not None:
             self.vectors.set(retrieval.store.count())
 
@@ -118,5 +117,3 @@ def route_template(request: Any) -> str:
     return template
 
 
-def now() -> float:
-    return time.perf_counter()

@@ -231,19 +231,18 @@ def part_throughput(
 
 
 def part_stages(tmp: Path, tiny: Path, runs: int) -> dict:
-    from app.container import build_container
     from app.migrate import upgrade
+    from app.model_services import ModelLoading
     from app.services.concepts import Upload
     from app.services.users import register
-    from app.setup import setup_services
     from app.storage import validate_image
+    from app.wiring import build_container
 
     settings = _settings(tmp / "inproc", tiny, backend="inprocess", model=str(tiny / "vlm"))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.database_url)
-    container = build_container(settings)
-    setup_services(container)
-    service = container.extras["captions"]
+    container = build_container(settings, ModelLoading.ALL)
+    service = container.models.captions()
     with container.session_factory() as session:
         user = register(session, "bench", "benchbench")
         session.commit()

@@ -30,9 +30,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from trainer.arguments import load_args  # noqa: E402
 from trainer.callbacks import Progress  # noqa: E402
-from trainer.data import dreambooth_concepts, generated_concepts  # noqa: E402
-from trainer.grpo import SHARED_DREAMBOOTH, load_args, main  # noqa: E402
+from trainer.grpo import main  # noqa: E402
+from trainer.toy_concepts import (  # noqa: E402
+    SHARED_DREAMBOOTH,
+    dreambooth_concepts,
+    generated_concepts,
+)
 
 SECTION = "## GRPO learning check (bench/bench_grpo_learning.py)"
 SUMMARY_HEADER = (

@@ -6,7 +6,7 @@ language model's linear layers (the trainer's regex, vision tower frozen), turns
 checkpointing and runs a few GRPO steps through TRL's ``GRPOTrainer`` with the paper's shape:
 2 prompts per step, G=8 completions each, 256 new tokens (EOS suppressed with
 ``min_new_tokens`` so every completion really is 256 tokens), 2 small images per prompt, the
-RePIC reward and the project's own dataset conversion (``trainer.data.to_trl_dataset``).
+RePIC reward and the project's own dataset conversion (``trainer.trl_dataset.to_trl_dataset``).
 
 It prints ONE JSON line with per-step wall times, ``torch.cuda.max_memory_allocated`` and the
 extrapolated wall time of the paper's run (2K records x 2 epochs / 2 prompts per step = 2000
@@ -146,7 +146,8 @@ def make_dataset(work: Path, prompts: int, image_size: int, max_pixels: int) -> 
     from PIL import Image
 
     from app.ml.prompt import ict_single_problem
-    from trainer.data import TrainingRecord, to_trl_dataset
+    from trainer.records import TrainingRecord
+    from trainer.trl_dataset import to_trl_dataset
 
     rng = np.random.default_rng(0)
     records = []
@@ -199,7 +200,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from peft import LoraConfig
     from trl import GRPOConfig, GRPOTrainer
 
-    from trainer.grpo import LANGUAGE_LORA_TARGETS
+    from trainer.arguments import LANGUAGE_LORA_TARGETS
     from trainer.rewards import repic_reward
 
     smoke = args.smoke

@@ -83,7 +83,7 @@ def main() -> None:
 
     asyncio.run(run())
 
-    from trainer.grpo import load_args
+    from trainer.arguments import load_args
     from trainer.grpo import main as grpo_main
 
     args = load_args(

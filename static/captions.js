@@ -24,7 +24,7 @@
     box.hidden = false;
     var names = data.concepts.map(function (c) { return c.name; });
     document.getElementById("caption-text").innerHTML = highlight(data.caption, names);
-    var version = data.model_version ? (data.model_version.name || ("v" + data.model_version.id)) : "base model";
+    var version = data.model_version ? (data.model_version.name || data.model_version.adapter || "base model") : "base model";
     document.getElementById("caption-meta").textContent = version + " · " + data.backend +
       (data.tiny_model ? " · tiny test model" : "") + " · " + Math.round(data.timings_ms.total) + " ms";
     var chips = document.getElementById("caption-chips");

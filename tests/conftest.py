@@ -130,11 +130,10 @@ def settings(settings_factory):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def container(settings):  # type: ignore[no-untyped-def]
-    from app.container import build_container
-    from app.setup import setup_services
+    from app.model_services import ModelLoading
+    from app.wiring import build_container
 
-    ctr = build_container(settings)
-    setup_services(ctr)
+    ctr = build_container(settings, ModelLoading.ALL)
     yield ctr
     ctr.close()
 

@@ -3,9 +3,10 @@
 This module owns the small interface between a training run and whoever watches it: the
 :class:`Progress` record, the :class:`ProgressCallback` protocol (the Celery worker implements
 it to write job rows; the CLI uses :class:`ConsoleProgress`), the cooperative :class:`StopFlag`
-(an in-process event, or a file another process creates), and :class:`TrainerProgressAdapter`,
-the ``transformers.TrainerCallback`` that turns the trainer's logs into ``Progress`` records,
-appends them to ``history.jsonl`` and stops the run when the flag is set.
+(an in-process event; the worker's subclass also follows the job row's cancel request), and
+:class:`TrainerProgressAdapter`, the ``transformers.TrainerCallback`` that turns the trainer's
+logs into ``Progress`` records, appends them to ``history.jsonl`` and stops the run when the
+flag is set.
 
 It imports nothing from the web layer; ``transformers`` is imported lazily so the worker can
 import the protocol without the ML stack.
@@ -72,31 +73,6 @@ class StopFlag:
     def is_set(self) -> bool:
         return self._event.is_set()
 
-    @classmethod
-    def from_file(cls, path: str | Path) -> FileStopFlag:
-        """A flag that is also set when ``path`` exists (so another process can stop the run)."""
-        return FileStopFlag(path)
-
-
-class FileStopFlag(StopFlag):
-    """A :class:`StopFlag` that reads as set once a file exists; :meth:`set` creates it."""
-
-    def __init__(self, path: str | Path) -> None:
-        super().__init__()
-        self.path = Path(path)
-
-    def set(self) -> None:
-        super().set()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.touch()
-
-    def clear(self) -> None:
-        super().clear()
-        self.path.unlink(missing_ok=True)
-
-    def is_set(self) -> bool:
-        return super().is_set() or self.path.exists()
-
 
 def _float(value: Any) -> float | None:
     try:
@@ -118,7 +94,7 @@ def _make_adapter_class() -> type:
     """Build the TrainerCallback subclass lazily (transformers is heavy to import)."""
     from transformers import TrainerCallback
 
-    class _Adapter(TrainerCallback):  # type: ignore[misc]
+    class _Adapter(TrainerCallback):
         def __init__(self, owner: TrainerProgressAdapter) -> None:
             self.owner = owner
 
@@ -134,7 +110,11 @@ def _make_adapter_class() -> type:
             return control
 
         def on_log(
-            self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
+            self,
+            args: Any,
+            state: Any,
+            control: Any,
+            logs: dict[str, Any] | None = None,
             **kwargs: Any,
         ) -> Any:
             if logs and any(k in logs for k in ("loss", "reward", "kl")):
@@ -196,8 +176,9 @@ class TrainerProgressAdapter:
         elapsed = time.monotonic() - self.state.started
         eta = elapsed / step * max(0, total_steps - step) if step > 0 else None
         reward_means = {
-            t: float(logs[metric_name(t)]) for t in TASKS if _float(logs.get(metric_name(t)))
-            is not None
+            t: float(logs[metric_name(t)])
+            for t in TASKS
+            if _float(logs.get(metric_name(t))) is not None
         }
         progress = Progress(
             step=step,

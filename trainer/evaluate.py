@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from app.ml.prompt import strip_brackets
+
 logger = logging.getLogger(__name__)
 
 MODES: tuple[str, ...] = ("paper", "strict")
@@ -158,16 +160,6 @@ def load_results(path: Path | str) -> list[ResultRecord]:
 # --------------------------------------------------------------------------- matching
 
 
-def strip_brackets(name: str) -> str:
-    """`<Bo>` -> `Bo`; anything not wrapped in both brackets is returned unchanged.
-
-    >>> strip_brackets("<Bo>"), strip_brackets("Bo"), strip_brackets("<Bo")
-    ('Bo', 'Bo', '<Bo')
-    """
-    name = name.strip()
-    return name[1:-1] if name.startswith("<") and name.endswith(">") else name
-
-
 def caption_tokens(caption: str) -> set[str]:
     """The paper's token set: drop `</s>`, split on whitespace, strip `PUNCT_STRIP` from both ends.
 
@@ -213,24 +205,27 @@ def mentions_strict(name: str, caption: str) -> bool:
     return f"<{_WHITESPACE.sub(' ', name)}>" in text
 
 
-def grounding_metrics(
+@dataclass(frozen=True)
+class RecordGrounding:
+    """One record's share of the metric: the pool names its caption mentions (case-normalised,
+    sorted) and, per ground-truth slot in the record's order, ``correct``, ``miss`` or ``none``."""
+
+    mentioned: tuple[str, ...]
+    outcomes: tuple[str, ...]
+
+
+def record_groundings(
     records: Iterable[ResultRecord | Sequence[Any] | Mapping[str, Any]],
     case_sensitive: bool = False,
     mode: str = "paper",
-) -> GroundingResult:
-    """Micro-averaged personal-grounding precision / recall / F1 over all name slots.
+) -> list[RecordGrounding]:
+    """Per record, the slot outcomes :func:`grounding_metrics` counts (its rules, its pool).
 
-    Per slot (one ground-truth name of one caption): the name is mentioned -> correct; else some
-    pool name that is NOT among this caption's ground-truth names is mentioned -> miss; else
-    none. The pool is every ground-truth name in the file (code: a name never used as ground
-    truth cannot cause a miss). Names may be given with or without brackets.
+    The pool is every ground-truth name of *all* the records, so a record's outcomes depend on
+    the others: score a run in one call, not record by record.
 
-    Precision = correct / (correct + miss), recall = correct / slots, F1 = harmonic mean. Division
-    by zero gives 0.0, as in the original scripts: a run that names no one scores P = R = F1 = 0,
-    and an empty file scores 0 with `slots == 0` (check `slots` before trusting a 0).
-
-    Case: lower-cased by default (the paper's single- and 4-concept scripts); the paper's
-    2-concept numbers need `case_sensitive=True`.
+    >>> [r.outcomes for r in record_groundings([["a", ["<Bo>"], "<mam> naps"], ["b", ["mam"], ""]])]
+    [('miss',), ('none',)]
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; allowed modes: {', '.join(MODES)}")
@@ -242,7 +237,7 @@ def grounding_metrics(
     gt_per_record = [[norm(strip_brackets(n)) for n in r.names] for r in parsed]
     pool = sorted({name for names in gt_per_record for name in names})
 
-    correct = miss = none = 0
+    out = []
     for record, gt_names in zip(parsed, gt_per_record, strict=True):
         caption = norm(record.caption)
         if mode == "paper":
@@ -251,13 +246,39 @@ def grounding_metrics(
         else:
             present = {n for n in pool if mentions_strict(n, caption)}
         wrong_present = bool(present - set(gt_names))
-        for name in gt_names:
-            if name in present:
-                correct += 1
-            elif wrong_present:
-                miss += 1
-            else:
-                none += 1
+        outcomes = tuple(
+            "correct" if name in present else "miss" if wrong_present else "none"
+            for name in gt_names
+        )
+        out.append(RecordGrounding(tuple(sorted(present)), outcomes))
+    return out
+
+
+def grounding_metrics(
+    records: Iterable[ResultRecord | Sequence[Any] | Mapping[str, Any]],
+    case_sensitive: bool = False,
+    mode: str = "paper",
+) -> GroundingResult:
+    """Micro-averaged personal-grounding precision / recall / F1 over all name slots.
+
+    Per slot (one ground-truth name of one caption): the name is mentioned -> correct; else some
+    pool name that is NOT among this caption's ground-truth names is mentioned -> miss; else
+    none. The pool is every ground-truth name in the file (code: a name never used as ground
+    truth cannot cause a miss). Names may be given with or without brackets
+    (:func:`~app.ml.prompt.strip_brackets`, the evaluation scripts' reading).
+
+    >>> grounding_metrics([["q.jpg", ["<Bo>", "mam"], "<bo> sleeps next to mam.", "Q"]]).correct
+    2
+
+    Precision = correct / (correct + miss), recall = correct / slots, F1 = harmonic mean. Division
+    by zero gives 0.0, as in the original scripts: a run that names no one scores P = R = F1 = 0,
+    and an empty file scores 0 with `slots == 0` (check `slots` before trusting a 0).
+
+    Case: lower-cased by default (the paper's single- and 4-concept scripts); the paper's
+    2-concept numbers need `case_sensitive=True`.
+    """
+    outcomes = [o for r in record_groundings(records, case_sensitive, mode) for o in r.outcomes]
+    correct, miss, none = (outcomes.count(o) for o in ("correct", "miss", "none"))
 
     slots = correct + miss + none
     precision = correct / (correct + miss) if correct + miss else 0.0

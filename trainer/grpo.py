@@ -1,9 +1,9 @@
 """RePIC GRPO post-training: TRL's ``GRPOTrainer`` + a PEFT LoRA adapter, shaped like a TRL script.
 
-This module owns the run: :class:`RepicTrainingArguments` (a dataclass with help text, read from
-YAML, CLI flags and ``--set key=value`` overrides), the pure :func:`main` that builds the data,
-loads the model, trains and writes a versioned run folder, and the CLI entry :func:`train_cli`
-(``repic train``; also ``python -m trainer.grpo --config ...``).
+This module owns the run: the pure :func:`main` that builds the data, loads the model, trains
+and writes a versioned run folder, and the CLI entry :func:`train_cli` (``repic train``). Its
+arguments, and how they are read from YAML, flags and ``--set key=value``, are
+:mod:`trainer.arguments`.
 
 A run folder ``<output_dir>/<run_id>/`` holds ``adapter/`` (LoRA adapter), ``processor/``,
 ``config.yaml`` (resolved arguments, loadable again), ``data_summary.json``, ``history.jsonl``
@@ -17,227 +17,40 @@ adapter.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
 import os
-import sys
 import time
-import types
-import typing
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from trainer.arguments import RepicTrainingArguments, parse_args
 from trainer.callbacks import (
     ConsoleProgress,
     ProgressCallback,
     StopFlag,
     TrainerProgressAdapter,
 )
-from trainer.data import (
-    DEFAULT_LOCALES,
-    DEFAULT_MAX_PIXELS,
-    DEFAULT_MIN_PIXELS,
+from trainer.concept_records import (
     BuildOptions,
     ConceptPhotos,
-    DatasetError,
-    FakeNameSampler,
-    RecordTransform,
-    TaskMix,
-    TrainingRecord,
     build_concept_records,
-    dreambooth_concepts,
-    generated_concepts,
     load_concepts_file,
-    load_records,
-    summarize,
-    to_trl_dataset,
 )
+from trainer.fake_names import FakeNameSampler
+from trainer.records import DatasetError, TrainingRecord, load_records, summarize
 from trainer.rewards import TASKS, repic_reward
+from trainer.toy_concepts import toy_concepts
+from trainer.trl_dataset import epoch_names_callback, to_trl_dataset
 
 logger = logging.getLogger(__name__)
-
-#: Qwen2.5-VL's language-model linear layers, scoped by module path: the vision tower's MLP
-#: (``model.visual.blocks.N.mlp.gate_proj``...) has the same leaf names and must stay frozen.
-LANGUAGE_LORA_TARGETS = (
-    r"^model\.language_model\.layers\.\d+\."
-    r"(self_attn\.(q_proj|k_proj|v_proj|o_proj)|mlp\.(gate_proj|up_proj|down_proj))$"
-)
-PAPER_BASE_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
-CONFIG_DIR = Path(__file__).parent / "configs"
-#: Where toy runs look for real photos (the project's shared data folder, if checked out).
-SHARED_DREAMBOOTH = Path(__file__).resolve().parents[2] / "shared" / "data" / "dreambooth"
-LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
-
-
-def _help(text: str) -> dict[str, str]:
-    # argparse formats help strings with %, so a literal percent sign must be doubled.
-    return {"help": text.replace("%", "%%")}
-
-
-@dataclass
-class RepicTrainingArguments:
-    """Arguments of a RePIC GRPO run; defaults are the paper's (REPIC_SPEC.md §1)."""
-
-    # ---- model
-    model_name_or_path: str = field(
-        default=PAPER_BASE_MODEL,
-        metadata=_help("Base model: a local folder or a hub id already in the local cache. "
-                       "With `tiny`, 'tiny' builds a random tiny Qwen2.5-VL."),
-    )
-    tiny: bool = field(
-        default=False,
-        metadata=_help("Toy run: build a tiny random Qwen2.5-VL (initializer_range 0.2) when "
-                       "model_name_or_path is 'tiny', and toy concepts when no data is given."),
-    )
-    # ---- data
-    dataset_files: list[str] = field(
-        default_factory=list,
-        metadata=_help("Dataset files in the record format (JSON list or JSONL)."),
-    )
-    image_root: str | None = field(
-        default=None,
-        metadata=_help("Folder that relative image paths resolve against (default: each "
-                       "file's folder)."),
-    )
-    concepts_file: str | None = field(
-        default=None,
-        metadata=_help("Concepts to build records from: JSON list of {name, info, category, "
-                       "image_paths, boxes} or the RAP 'concept_dict' format. The worker "
-                       "passes concepts to main() directly instead."),
-    )
-    num_concept_records: int = field(
-        default=2000, metadata=_help("How many records to build from concepts (paper: ~2K).")
-    )
-    mix_oct: float = field(default=0.44, metadata=_help("Share of OCT records built."))
-    mix_vlt: float = field(default=0.25, metadata=_help("Share of VLT records built."))
-    mix_ict: float = field(default=0.26, metadata=_help("Share of single-ICT records built."))
-    mix_ict_multi: float = field(
-        default=0.05, metadata=_help("Share of multi-ICT records built (paper: ~4.7%).")
-    )
-    detail_question_rate: float = field(
-        default=0.3,
-        metadata=_help("Share of ICT records that also ask 'Describe the image in detail.'."),
-    )
-    fake_names: bool = field(
-        default=True,
-        metadata=_help("Replace concept names by fake names drawn per epoch (recommended); "
-                       "false trains on the real names."),
-    )
-    fake_name_locales: list[str] = field(
-        default_factory=lambda: list(DEFAULT_LOCALES),
-        metadata=_help("faker locales of the fake first names."),
-    )
-    min_pixels: int = field(
-        default=DEFAULT_MIN_PIXELS, metadata=_help("Lower image bound in pixels (as serving).")
-    )
-    max_pixels: int = field(
-        default=DEFAULT_MAX_PIXELS,
-        metadata=_help("Upper image bound in pixels; must equal serving's (paper 1024*28*28)."),
-    )
-    # ---- GRPO
-    num_generations: int = field(default=8, metadata=_help("Completions per prompt (G)."))
-    prompts_per_step: int = field(
-        default=2, metadata=_help("Prompts per optimizer step (all processes together).")
-    )
-    gradient_accumulation_steps: int = field(
-        default=1,
-        metadata=_help("Split each optimizer step's prompts*G completions into this many "
-                       "micro-batches (memory); still one policy update per batch."),
-    )
-    beta: float = field(default=0.04, metadata=_help("KL coefficient against the base model."))
-    learning_rate: float = field(default=1e-5, metadata=_help("AdamW learning rate."))
-    lr_scheduler_type: str = field(default="linear", metadata=_help("LR schedule."))
-    warmup_ratio: float = field(default=0.0, metadata=_help("Warm-up share of the steps."))
-    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay."))
-    max_grad_norm: float = field(default=1.0, metadata=_help("Gradient clipping norm."))
-    num_train_epochs: float = field(default=2.0, metadata=_help("Epochs over the records."))
-    max_steps: int = field(default=-1, metadata=_help("Stop after this many steps (-1: epochs)."))
-    temperature: float = field(default=1.0, metadata=_help("Sampling temperature."))
-    top_k: int = field(default=50, metadata=_help("Sampling top-k."))
-    top_p: float = field(default=1.0, metadata=_help("Sampling top-p."))
-    max_completion_length: int = field(default=256, metadata=_help("Most new tokens."))
-    loss_type: str = field(
-        default="grpo", metadata=_help(f"GRPO loss normalisation, one of {LOSS_TYPES}.")
-    )
-    epsilon: float = field(default=0.2, metadata=_help("PPO clip epsilon."))
-    # ---- LoRA
-    lora_r: int = field(default=64, metadata=_help("LoRA rank."))
-    lora_alpha: int = field(default=128, metadata=_help("LoRA alpha."))
-    lora_dropout: float = field(default=0.05, metadata=_help("LoRA dropout."))
-    lora_target_modules: str = field(
-        default=LANGUAGE_LORA_TARGETS,
-        metadata=_help("Regex over module paths: the language model's linear layers only."),
-    )
-    # ---- hardware
-    device: str = field(default="auto", metadata=_help("'auto', 'cpu' or 'cuda'."))
-    bf16: bool | None = field(
-        default=None, metadata=_help("bf16 weights/compute (default: on GPU yes, CPU no).")
-    )
-    gradient_checkpointing: bool | None = field(
-        default=None, metadata=_help("Gradient checkpointing (default: on GPU yes, CPU no).")
-    )
-    torch_threads: int | None = field(
-        default=None,
-        metadata=_help("CPU threads for torch during the run (default: torch's choice; tiny "
-                       "models run faster with 1 on a busy machine)."),
-    )
-    use_vllm: bool = field(
-        default=False, metadata=_help("Generate rollouts with vLLM (GPU only).")
-    )
-    vllm_mode: str = field(default="server", metadata=_help("'server' or 'colocate'."))
-    vllm_server_base_url: str | None = field(
-        default=None, metadata=_help("URL of a `trl vllm-serve` server in server mode.")
-    )
-    # ---- output
-    output_dir: str = field(default="runs", metadata=_help("Parent folder of run folders."))
-    run_id: str | None = field(
-        default=None, metadata=_help("Run folder name (default: UTC time + random suffix).")
-    )
-    seed: int = field(default=0, metadata=_help("Seed of data building, names and training."))
-    logging_steps: int = field(default=1, metadata=_help("Log metrics every N steps."))
-    save_steps: int = field(
-        default=0,
-        metadata=_help("Write a resumable trainer checkpoint every N steps (0: none; the "
-                       "adapter is always saved at the end)."),
-    )
-    log_completions: bool = field(
-        default=False, metadata=_help("Print sample completions at each logging step.")
-    )
-
-    def __post_init__(self) -> None:
-        errors = []
-        if self.num_generations < 2:
-            errors.append("num_generations must be >= 2 (group advantages need a group)")
-        if self.prompts_per_step < 1:
-            errors.append("prompts_per_step must be >= 1")
-        if self.loss_type not in LOSS_TYPES:
-            errors.append(f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            errors.append(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
-        if self.vllm_mode not in ("server", "colocate"):
-            errors.append(f"vllm_mode must be 'server' or 'colocate', got {self.vllm_mode!r}")
-        if self.min_pixels > self.max_pixels:
-            errors.append("min_pixels must not exceed max_pixels")
-        total = self.prompts_per_step * self.num_generations
-        if total % self.gradient_accumulation_steps:
-            errors.append(f"prompts_per_step*num_generations ({total}) must be divisible by "
-                          f"gradient_accumulation_steps ({self.gradient_accumulation_steps})")
-        if errors:
-            raise ValueError("invalid training arguments: " + "; ".join(errors))
-        # Fails fast on a bad mix.
-        self.task_mix()
-
-    def task_mix(self) -> TaskMix:
-        return TaskMix(oct=self.mix_oct, vlt=self.mix_vlt, ict=self.mix_ict,
-                       ict_multi=self.mix_ict_multi)
 
 
 @dataclass
@@ -252,129 +65,6 @@ class RunResult:
     wall_time_s: float
     reward_means: dict[str, float]
     version: dict[str, Any]
-
-
-# --------------------------------------------------------------------------- arguments
-
-
-def _coerce(name: str, hint: Any, value: Any) -> Any:
-    """Coerce a YAML/CLI value to a field's type (YAML reads ``1e-5`` as a string)."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = [a for a in typing.get_args(hint) if a is not type(None)]
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            return None
-        return _coerce(name, options[0], value)
-    if origin is list:
-        (item,) = typing.get_args(hint) or (str,)
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list | tuple):
-            raise ValueError(f"{name}: expected a list, got {value!r}")
-        return [_coerce(name, item, v) for v in value]
-    try:
-        if hint is bool:
-            if isinstance(value, str):
-                lowered = value.strip().lower()
-                if lowered in ("1", "true", "yes", "on"):
-                    return True
-                if lowered in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError
-            return bool(value)
-        if hint is int:
-            number = float(value)
-            if not number.is_integer():
-                raise ValueError
-            return int(number)
-        if hint is float:
-            return float(value)
-        if hint is str:
-            return str(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: cannot read {value!r} as {hint.__name__}") from None
-    return value
-
-
-def _field_hints() -> dict[str, Any]:
-    hints = typing.get_type_hints(RepicTrainingArguments)
-    return {f.name: hints[f.name] for f in dataclasses.fields(RepicTrainingArguments)}
-
-
-def _apply_values(values: dict[str, Any], updates: Mapping[str, Any], origin: str) -> None:
-    hints = _field_hints()
-    for key, value in updates.items():
-        if key not in hints:
-            close = [k for k in hints if k.split("_")[0] == str(key).split("_")[0]]
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise ValueError(f"{origin}: unknown argument {key!r}{hint}")
-        values[key] = _coerce(f"{origin}: {key}", hints[key], value)
-
-
-def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
-    """``["learning_rate=1e-4", "tiny=true"]`` -> a dict of YAML-parsed values."""
-    parsed: dict[str, Any] = {}
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set expects key=value, got {item!r}")
-        parsed[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
-    return parsed
-
-
-def load_args(
-    config: str | Path | None = None,
-    overrides: Sequence[str] = (),
-    tiny: bool = False,
-    **values: Any,
-) -> RepicTrainingArguments:
-    """Arguments from defaults < YAML ``config`` < keyword ``values`` < ``--set`` overrides.
-
-    ``tiny=True`` without a config reads ``trainer/configs/tiny.yaml``.
-    """
-    merged: dict[str, Any] = {}
-    if config is None and tiny:
-        config = CONFIG_DIR / "tiny.yaml"
-    if config is not None:
-        data = yaml.safe_load(Path(config).read_text(encoding="utf-8")) or {}
-        if not isinstance(data, Mapping):
-            raise ValueError(f"{config}: expected a mapping of argument names to values")
-        _apply_values(merged, data, str(config))
-    _apply_values(merged, values, "arguments")
-    _apply_values(merged, parse_overrides(overrides), "--set")
-    if tiny:
-        merged["tiny"] = True
-    return RepicTrainingArguments(**merged)
-
-
-def parse_args(argv: Sequence[str] | None = None) -> RepicTrainingArguments:
-    """CLI: ``--config FILE.yaml``, ``--set key=value`` (repeatable), ``--tiny`` and one flag per
-    field (``--learning_rate 1e-4``), with the dataclass' help text."""
-    from transformers import HfArgumentParser
-
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config", type=Path, default=None)
-    pre.add_argument("--set", dest="overrides", action="append", default=[])
-    known, rest = pre.parse_known_args(argv)
-
-    parser = HfArgumentParser(
-        RepicTrainingArguments,  # type: ignore[arg-type]
-        description="RePIC GRPO training",
-    )
-    parser.add_argument("--config", type=Path, default=None, help="YAML file of arguments.")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="Override one argument (repeatable).")
-    base = dataclasses.asdict(load_args(known.config, (), tiny=False))
-    parser.set_defaults(**base)
-    # Returns the dataclass, then a namespace holding --config/--set (already read above).
-    cli_args = parser.parse_args_into_dataclasses(args=list(rest), look_for_args_file=False)[0]
-    values = dataclasses.asdict(cli_args)
-    _apply_values(values, parse_overrides(known.overrides), "--set")
-    if values["tiny"] and known.config is None:
-        tiny_defaults = load_args(None, (), tiny=True)
-        changed = {k: v for k, v in values.items() if v != base[k]}
-        values = {**dataclasses.asdict(tiny_defaults), **changed}
-    return RepicTrainingArguments(**values)
 
 
 # --------------------------------------------------------------------------- pieces
@@ -425,11 +115,7 @@ def collect_records(
     if args.concepts_file:
         concept_list.extend(load_concepts_file(args.concepts_file, args.image_root))
     if not records and not concept_list and args.tiny:
-        if SHARED_DREAMBOOTH.is_dir():
-            subjects = ["dog", "cat", "backpack", "vase", "candle", "clock"]
-            concept_list = dreambooth_concepts(SHARED_DREAMBOOTH, subjects, max_photos=3)
-        if not concept_list:
-            concept_list = generated_concepts(work_dir / "toy_photos", seed=args.seed)
+        concept_list = toy_concepts(work_dir / "toy_photos", seed=args.seed)
     if concept_list:
         options = BuildOptions(
             num_records=args.num_concept_records,
@@ -455,19 +141,6 @@ def load_processor(model_path: str, min_pixels: int, max_pixels: int) -> Any:
     return processor
 
 
-def epoch_names_callback(transform: RecordTransform) -> Any:
-    """A ``TrainerCallback`` telling the dataset transform which epoch runs, so each epoch draws
-    new fake names for every record (see :mod:`trainer.data`)."""
-    from transformers import TrainerCallback
-
-    class EpochNamesCallback(TrainerCallback):  # type: ignore[misc]
-        def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            transform.epoch = int(round(state.epoch or 0))
-            logger.debug("fake names for epoch %d", transform.epoch)
-
-    return EpochNamesCallback()
-
-
 def build_grpo_config(
     args: RepicTrainingArguments, run_dir: Path, device: str, bf16: bool, checkpointing: bool
 ) -> Any:
@@ -478,8 +151,10 @@ def build_grpo_config(
     completions = args.prompts_per_step * args.num_generations
     per_device, rest = divmod(completions, args.gradient_accumulation_steps * world)
     if rest or per_device < 1:
-        raise ValueError(f"{completions} completions per step cannot be split over "
-                         f"{world} process(es) x {args.gradient_accumulation_steps} micro-batches")
+        raise ValueError(
+            f"{completions} completions per step cannot be split over "
+            f"{world} process(es) x {args.gradient_accumulation_steps} micro-batches"
+        )
     save = args.save_steps > 0
     return GRPOConfig(
         output_dir=str(run_dir / "checkpoints"),
@@ -595,9 +270,13 @@ def _run(
     from trl import GRPOTrainer
 
     device, bf16, checkpointing = resolve_hardware(args)
-    resolved = dataclasses.replace(args, device=device, bf16=bf16,
-                                   gradient_checkpointing=checkpointing,
-                                   run_id=args.run_id or _new_run_id())
+    resolved = dataclasses.replace(
+        args,
+        device=device,
+        bf16=bf16,
+        gradient_checkpointing=checkpointing,
+        run_id=args.run_id or _new_run_id(),
+    )
     run_dir = Path(resolved.output_dir) / str(resolved.run_id)
     run_dir.mkdir(parents=True, exist_ok=False)
     logger.info("GRPO run %s on %s (bf16=%s)", run_dir, device, bf16)
@@ -608,8 +287,11 @@ def _run(
     records = collect_records(resolved, concepts, run_dir / "data")
     summary = summarize(records)
     (run_dir / "data_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    sampler = (FakeNameSampler(resolved.fake_name_locales, seed=resolved.seed)
-               if resolved.fake_names else None)
+    sampler = (
+        FakeNameSampler(resolved.fake_name_locales, seed=resolved.seed)
+        if resolved.fake_names
+        else None
+    )
     dataset, transform = to_trl_dataset(
         records, sampler, min_pixels=resolved.min_pixels, max_pixels=resolved.max_pixels
     )
@@ -635,8 +317,7 @@ def _run(
         args=grpo_config,
         train_dataset=dataset,
         processing_class=processor,
-        callbacks=[progress.trainer_callback, epoch_names_callback(transform),
-                   *trainer_callbacks],
+        callbacks=[progress.trainer_callback, epoch_names_callback(transform), *trainer_callbacks],
         peft_config=peft_config,
     )
     # Our own progress reporting replaces the printing of raw log dicts.
@@ -683,32 +364,28 @@ def _run(
         "versions": _versions(),
     }
     (run_dir / "version.json").write_text(json.dumps(version, indent=2) + "\n")
-    logger.info("run %s: %d/%d steps in %.1fs, rewards %s", resolved.run_id, steps, total,
-                wall, reward_means)
-    return RunResult(run_dir, adapter_dir, steps, total, stopped_early, wall, reward_means,
-                     version)
+    logger.info(
+        "run %s: %d/%d steps in %.1fs, rewards %s",
+        resolved.run_id,
+        steps,
+        total,
+        wall,
+        reward_means,
+    )
+    return RunResult(run_dir, adapter_dir, steps, total, stopped_early, wall, reward_means, version)
 
 
-def train_cli(config: Path | None, overrides: list[str], tiny: bool) -> Path:
+def train_cli(
+    config: str | Path | None = None, overrides: Sequence[str] = (), tiny: bool = False
+) -> Path:
     """``repic train --config CONFIG.yaml [--set key=value ...]`` / ``repic train --tiny``.
 
-    Prints a progress bar and returns the run folder.
+    The one command-line entry: the options go through :func:`trainer.arguments.parse_args`.
+    Prints a progress bar and the result, and returns the run folder.
     """
-    args = load_args(config, overrides, tiny=tiny)
-    console = ConsoleProgress()
-    try:
-        result = main(args, callbacks=[console])
-    finally:
-        console.close()
-    print(f"run folder: {result.run_dir}")
-    print(f"steps: {result.steps}/{result.total_steps}  rewards: "
-          + json.dumps({k: round(v, 3) for k, v in result.reward_means.items()}))
-    return result.run_dir
-
-
-def cli(argv: Sequence[str] | None = None) -> int:
-    """``python -m trainer.grpo [--config FILE] [--set k=v ...] [--tiny] [--<field> value ...]``."""
-    logging.basicConfig(level=os.environ.get("REPIC_LOG_LEVEL", "WARNING"))
+    argv = ["--config", str(config)] if config is not None else []
+    argv += ["--tiny"] if tiny else []
+    argv += [arg for item in overrides for arg in ("--set", item)]
     args = parse_args(argv)
     console = ConsoleProgress()
     try:
@@ -716,21 +393,9 @@ def cli(argv: Sequence[str] | None = None) -> int:
     finally:
         console.close()
     print(f"run folder: {result.run_dir}")
-    print(json.dumps({"steps": result.steps, "stopped_early": result.stopped_early,
-                      "reward_means": result.reward_means}))
-    return 0
+    rewards = json.dumps({k: round(v, 3) for k, v in result.reward_means.items()})
+    print(f"steps: {result.steps}/{result.total_steps}  rewards: {rewards}")
+    return result.run_dir
 
 
-if __name__ == "__main__":
-    sys.exit(cli())
-
-
-__all__ = [
-    "LANGUAGE_LORA_TARGETS",
-    "RepicTrainingArguments",
-    "RunResult",
-    "load_args",
-    "main",
-    "parse_args",
-    "train_cli",
-]
+__all__ = ["RunResult", "main", "train_cli"]

@@ -21,6 +21,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+# Standard library only as well; the `<name>` rule is written once there, shared with serving.
+from app.ml.prompt import bracket_name
+
 logger = logging.getLogger(__name__)
 
 TASKS: tuple[str, ...] = ("oct", "vlt", "ict", "ict_multi")
@@ -183,18 +186,6 @@ def vlt_reward(answer: str, solution: Any) -> float:
 
 
 # --------------------------------------------------------------------------- ICT
-
-
-def bracket_name(name: str) -> str:
-    """`Bo` -> `<Bo>`; an already bracketed name is returned unchanged.
-
-    >>> bracket_name("Bo"), bracket_name("<Bo>")
-    ('<Bo>', '<Bo>')
-    """
-    name = str(name).strip()
-    if name.startswith("<") and name.endswith(">"):
-        return name
-    return f"<{name}>"
 
 
 def ict_reward(answer: str, solution: Any) -> float:

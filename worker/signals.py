@@ -16,12 +16,17 @@ from typing import Any
 from celery import signals
 
 from app.container import Container
+from app.enums import JobState
+from app.model_services import ModelLoading
+from app.settings import get_settings
+from app.wiring import build_container
+from worker.reaper import Reaper
 
 log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _container: Container | None = None
-_reaper: Any = None
+_reaper: Reaper | None = None
 
 
 def get_container() -> Container:
@@ -29,13 +34,7 @@ def get_container() -> Container:
     global _container
     with _lock:
         if _container is None:
-            from app.container import build_container
-            from app.services.jobs import setup_jobs
-            from app.settings import get_settings
-
-            container = build_container(get_settings())
-            setup_jobs(container, worker=True)
-            _container = container
+            _container = build_container(get_settings(), ModelLoading.ON_DEMAND)
         return _container
 
 
@@ -57,12 +56,10 @@ def _forked_child(**_: Any) -> None:
 @signals.worker_ready.connect
 def _start_reaper(sender: Any = None, **_: Any) -> None:
     global _reaper
-    from app.services.jobs import Reaper
-
     container = get_container()
     period = max(1.0, min(container.settings.worker.heartbeat_s,
                           container.settings.worker.stale_after_s / 2))
-    _reaper = Reaper(container.extras["jobs"], period)
+    _reaper = Reaper(container.jobs, period)
     _reaper.start()
     log.info("job reaper running every %.0f s", period)
 
@@ -87,7 +84,7 @@ def _task_failed(sender: Any = None, task_id: str | None = None, exception: Any 
     if job_id is None:
         return
     try:
-        get_container().extras["jobs"].finish(job_id, "failed", error=f"{exception!r}")
+        get_container().jobs.finish(job_id, JobState.FAILED, error=f"{exception!r}")
     except Exception:
         log.exception("could not mark job %s failed", job_id)
 
@@ -98,7 +95,8 @@ def _task_revoked(request: Any = None, terminated: bool = False, **_: Any) -> No
     if job_id is None:
         return
     try:
-        get_container().extras["jobs"].finish(job_id, "cancelled",
-                                              error="revoked" if terminated else None)
+        get_container().jobs.finish(
+            job_id, JobState.CANCELLED, error="revoked" if terminated else None
+        )
     except Exception:
         log.exception("could not mark job %s cancelled", job_id)

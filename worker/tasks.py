@@ -1,8 +1,9 @@
-"""Thin Celery tasks: take a job id, hand it to the job service, let the row tell the story.
+"""Thin Celery tasks, one per job kind of :data:`app.services.job_kinds.JOB_KINDS`: take a job
+id, hand it to the job runtime, let the row tell the story.
 
-Each task claims its job row (attempt counter, heartbeat), runs the runner registered for the
-job's kind (:attr:`app.services.jobs.JobService.runners`) and finishes the row. A training job
-beyond ``worker.max_concurrent_training`` stays queued and the message is retried later.
+Each task claims its job row (attempt counter, heartbeat), runs the runner of the job's kind
+and finishes the row. A training job beyond ``worker.max_concurrent_training`` stays queued
+and the message is retried later.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Any
 
 from celery import Task, shared_task
 
+from app.services.job_kinds import JOB_KINDS
+from app.services.jobs import ClaimAction
 from worker.signals import get_container
 
 log = logging.getLogger(__name__)
@@ -20,42 +23,25 @@ log = logging.getLogger(__name__)
 CAP_RETRY_S = 15
 
 
-def _run(task: Task, job_id: int) -> dict[str, Any]:
-    jobs = get_container().extras["jobs"]
-    claim = jobs.execute(job_id, task.request.id, task.request.hostname or "worker")
-    if claim.action == "wait":
+def run_job(task: Task, job_id: int) -> dict[str, Any]:
+    runtime = get_container().job_runtime
+    claim = runtime.execute(job_id, task.request.id, task.request.hostname or "worker")
+    if claim.action == ClaimAction.WAIT:
         log.info("job %s waits: %s", job_id, claim.reason)
         raise task.retry(countdown=CAP_RETRY_S, max_retries=None)
-    return {"job_id": job_id, "action": claim.action, "reason": claim.reason}
+    return {"job_id": job_id, "action": str(claim.action), "reason": claim.reason}
 
 
-@shared_task(bind=True, name="repic.train", acks_late=True, reject_on_worker_lost=True)
-def train(self: Task, job_id: int) -> dict[str, Any]:
-    return _run(self, job_id)
+def _register(task_name: str) -> Task:
+    def task(self: Task, job_id: int) -> dict[str, Any]:
+        return run_job(self, job_id)
+
+    task.__name__ = task_name.rsplit(".", 1)[-1]
+    registered: Task = shared_task(
+        bind=True, name=task_name, acks_late=True, reject_on_worker_lost=True
+    )(task)
+    return registered
 
 
-@shared_task(bind=True, name="repic.evaluate", acks_late=True, reject_on_worker_lost=True)
-def evaluate(self: Task, job_id: int) -> dict[str, Any]:
-    return _run(self, job_id)
-
-
-@shared_task(bind=True, name="repic.reembed", acks_late=True, reject_on_worker_lost=True)
-def reembed(self: Task, job_id: int) -> dict[str, Any]:
-    return _run(self, job_id)
-
-
-@shared_task(bind=True, name="repic.caption_batch", acks_late=True, reject_on_worker_lost=True)
-def caption_batch(self: Task, job_id: int) -> dict[str, Any]:
-    return _run(self, job_id)
-
-
-@shared_task(bind=True, name="repic.rebuild_index", acks_late=True, reject_on_worker_lost=True)
-def rebuild_index(self: Task, job_id: int) -> dict[str, Any]:
-    return _run(self, job_id)
-
-
-@shared_task(
-    bind=True, name="repic.embed_images", acks_late=True, reject_on_worker_lost=True
-)
-def embed_images(self: Task, job_id: int) -> dict[str, Any]:
-    return _run(self, job_id)
+#: Task name -> task, for every job kind.
+TASKS: dict[str, Task] = {spec.task: _register(spec.task) for spec in JOB_KINDS.values()}

@@ -1,21 +1,33 @@
-"""Injectables of the API: the container, a DB session, the current user and admin checks."""
+"""Injectables of the API: the container, a DB session, the current user and admin checks,
+and one typed dependency per service (``JobsDep``, ``CaptionsDep``, ...)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from app.container import Container
-from app.errors import Forbidden, NotAuthenticated
+from app.errors import Forbidden, NotAuthenticated, ServiceUnavailable
 from app.models import User
 from app.security import same_secret
 from app.services import users as user_service
+from app.services.caption_batches import CaptionBatchService
+from app.services.captions import CaptionService
+from app.services.concepts import ConceptService
+from app.services.evaluation import EvaluationService
+from app.services.evaluation_sets import EvaluationSetService
+from app.services.jobs import JobService
+from app.services.readiness import ReadinessService
+from app.services.retrieval import RetrievalService
+from app.services.training import TrainingService
+from app.services.versions import VersionService
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 CSRF_HEADER = "X-CSRF-Token"
+T = TypeVar("T")
 
 
 def get_container(request: Request) -> Container:
@@ -78,23 +90,60 @@ CurrentUser = Annotated[User, Depends(current_user)]
 AdminUser = Annotated[User, Depends(admin_user)]
 
 
-def get_retrieval(container: ContainerDep) -> Any:
-    service = container.extras.get("retrieval")
-    if service is None:
-        from app.errors import ServiceUnavailable
+def get_retrieval(container: ContainerDep) -> RetrievalService:
+    return _configured(container.models.loaded_retrieval(), "Retrieval")
 
-        raise ServiceUnavailable("Retrieval is not configured on this server")
+
+def get_captions(container: ContainerDep) -> CaptionService:
+    return _configured(container.models.loaded_captions(), "Captioning")
+
+
+def _configured(service: T | None, what: str) -> T:
+    """The one "not configured -> 503": request paths never build a model service."""
+    if service is None:
+        raise ServiceUnavailable(f"{what} is not configured on this server")
     return service
 
 
-def get_captions(container: ContainerDep) -> Any:
-    service = container.extras.get("captions")
-    if service is None:
-        from app.errors import ServiceUnavailable
-
-        raise ServiceUnavailable("Captioning is not configured on this server")
-    return service
+def get_jobs(container: ContainerDep) -> JobService:
+    return container.jobs
 
 
-RetrievalDep = Annotated[Any, Depends(get_retrieval)]
-CaptionsDep = Annotated[Any, Depends(get_captions)]
+def get_versions(container: ContainerDep) -> VersionService:
+    return container.versions
+
+
+def get_training(container: ContainerDep) -> TrainingService:
+    return container.training
+
+
+def get_evaluations(container: ContainerDep) -> EvaluationService:
+    return container.evaluations
+
+
+def get_evaluation_sets(container: ContainerDep) -> EvaluationSetService:
+    return container.evaluation_sets
+
+
+def get_concepts(container: ContainerDep) -> ConceptService:
+    return container.concepts
+
+
+def get_caption_batches(container: ContainerDep) -> CaptionBatchService:
+    return container.caption_batches
+
+
+def get_readiness(container: ContainerDep) -> ReadinessService:
+    return container.readiness
+
+
+RetrievalDep = Annotated[RetrievalService, Depends(get_retrieval)]
+CaptionsDep = Annotated[CaptionService, Depends(get_captions)]
+JobsDep = Annotated[JobService, Depends(get_jobs)]
+VersionsDep = Annotated[VersionService, Depends(get_versions)]
+TrainingDep = Annotated[TrainingService, Depends(get_training)]
+EvaluationsDep = Annotated[EvaluationService, Depends(get_evaluations)]
+EvaluationSetsDep = Annotated[EvaluationSetService, Depends(get_evaluation_sets)]
+ConceptsDep = Annotated[ConceptService, Depends(get_concepts)]
+CaptionBatchesDep = Annotated[CaptionBatchService, Depends(get_caption_batches)]
+ReadinessDep = Annotated[ReadinessService, Depends(get_readiness)]

@@ -8,10 +8,6 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class Message(BaseModel):
-    detail: str
-
-
 class UserCreate(BaseModel):
     username: str = Field(examples=["anya"])
     password: str = Field(examples=["correct horse battery"])
@@ -115,3 +111,4 @@ class Ready(BaseModel):
     checks: dict[str, Any]
     warnings: list[str]
     models: dict[str, Any] = {}
+    dependencies: dict[str, Any] = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fastapi import UploadFile
+from starlette.concurrency import run_in_threadpool
 
 from app.errors import PayloadTooLarge
 from app.services.concepts import Upload
@@ -29,13 +30,18 @@ async def read_valid_images(
 ) -> list[ValidImage]:
     """Read and validate query photos (all of them before anything is done with any)."""
     uploads = await read_uploads(files, storage.max_upload_bytes)
-    return [
-        validate_image(
-            u.data,
-            u.filename,
-            u.content_type,
-            max_bytes=storage.max_upload_bytes,
-            max_pixels=storage.max_image_pixels,
-        )
-        for u in uploads
-    ]
+
+    def validate_all() -> list[ValidImage]:
+        return [
+            validate_image(
+                u.data,
+                u.filename,
+                u.content_type,
+                max_bytes=storage.max_upload_bytes,
+                max_pixels=storage.max_image_pixels,
+            )
+            for u in uploads
+        ]
+
+    # Decoding is CPU work: off the event loop, so other requests go on meanwhile.
+    return await run_in_threadpool(validate_all)

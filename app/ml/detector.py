@@ -5,21 +5,23 @@ the user's concepts ("dog", "mug"), crops each detection and embeds the crops. T
 YOLO-World at confidence 0.1; we use OWLv2 from transformers (same role, no extra dependency)
 with the same 0.1 threshold by default. Nothing detected means no demonstration.
 
-``Detector`` is the protocol the retrieval service depends on; ``build_detector`` picks the
+``Detector`` is the base the retrieval service depends on (an :class:`~app.ml.base.InferenceModel`:
+every detector has ``load()``, ``NoDetector`` included); ``build_detector`` picks the
 implementation from the ``detector`` setting (``"owlv2"`` or ``"none"``).
 """
 
 from __future__ import annotations
 
+import abc
 import logging
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, TypeVar
 
 from PIL import Image
 
+from app.ml.base import InferenceModel
 from app.ml.errors import ModelUnavailable
 
 logger = logging.getLogger(__name__)
@@ -45,17 +47,45 @@ class Detection:
     label: str
 
 
-class Detector(Protocol):
-    def detect(self, image: Image.Image, labels: Sequence[str]) -> list[Detection]:
-        """Detections of the given category labels, best first."""
-        ...
+StateT = TypeVar("StateT")
 
 
-class NoDetector:
-    """The ``detector = "none"`` setting: retrieval then never finds a concept."""
+class Detector(InferenceModel[StateT]):
+    """An open-vocabulary detector; :meth:`detect` is its ``predict()`` entry."""
 
     def detect(self, image: Image.Image, labels: Sequence[str]) -> list[Detection]:
+        """Detections of the given category labels, best first.
+
+        Blank and repeated labels are dropped; with none left, nothing is loaded or found.
+        """
+        categories = list(dict.fromkeys(label.strip() for label in labels if label.strip()))
+        if not categories:
+            return []
+        return self._detect(self._loaded(), image, categories)
+
+    @abc.abstractmethod
+    def _detect(self, state: StateT, image: Image.Image, categories: list[str]) -> list[Detection]:
+        """Detections of ``categories`` (non-empty, unique, stripped) with the loaded ``state``."""
+
+
+class NoDetector(Detector[tuple[()]]):
+    """The ``detector = "none"`` setting: retrieval then never finds a concept.
+
+    It has no weights; ``load()`` exists (and does nothing) so callers treat every detector alike.
+    """
+
+    def _load(self) -> tuple[()]:
+        return ()
+
+    def _detect(
+        self, state: tuple[()], image: Image.Image, categories: list[str]
+    ) -> list[Detection]:
         return []
+
+
+class _OwlParts(NamedTuple):
+    model: Any
+    processor: Any
 
 
 def _offline_default() -> bool:
@@ -64,7 +94,7 @@ def _offline_default() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
-class OwlDetector:
+class OwlDetector(Detector[_OwlParts]):
     """OWLv2 (``Owlv2ForObjectDetection``) prompted with "a photo of a {category}"."""
 
     def __init__(
@@ -87,62 +117,45 @@ class OwlDetector:
         self.nms_iou = nms_iou
         # None: follow huggingface_hub's HF_HUB_OFFLINE; a local folder never needs the hub.
         self.local_files_only = local_files_only
-        self._model: Any = None
-        self._processor: Any = None
-        self._lock = threading.Lock()
+        super().__init__()
 
-    @property
-    def loaded(self) -> bool:
-        return self._model is not None
+    def _load(self) -> _OwlParts:
+        """Model and processor on ``device``. Raises ``ModelUnavailable``."""
+        from transformers import Owlv2ForObjectDetection, Owlv2Processor
 
-    def load(self) -> None:
-        """Load model and processor; idempotent. Raises ``ModelUnavailable``."""
-        with self._lock:
-            if self._model is not None:
-                return
-            from transformers import Owlv2ForObjectDetection, Owlv2Processor
+        path = Path(self.model_path).expanduser()
+        if self.model_path.startswith(("/", ".", "~")) and not path.is_dir():
+            raise ModelUnavailable(f"OWLv2 folder not found: {path}")
+        local_only = self.local_files_only
+        if local_only is None:
+            local_only = Path(self.model_path).is_dir() or _offline_default()
+        source = str(path) if path.is_dir() else self.model_path
+        try:
+            processor = Owlv2Processor.from_pretrained(source, local_files_only=local_only)
+            model = Owlv2ForObjectDetection.from_pretrained(source, local_files_only=local_only)
+        except (OSError, ValueError) as exc:
+            # transformers raises OSError for missing files/offline misses, ValueError for
+            # folders that hold something else.
+            raise ModelUnavailable(f"cannot load OWLv2 from {self.model_path!r}: {exc}") from exc
+        model.to(self.device).eval()  # type: ignore[arg-type]  # transformers' stub
+        logger.info("loaded OWLv2 %s on %s", self.model_path, self.device)
+        return _OwlParts(model, processor)
 
-            path = Path(self.model_path).expanduser()
-            if self.model_path.startswith(("/", ".", "~")) and not path.is_dir():
-                raise ModelUnavailable(f"OWLv2 folder not found: {path}")
-            local_only = self.local_files_only
-            if local_only is None:
-                local_only = Path(self.model_path).is_dir() or _offline_default()
-            source = str(path) if path.is_dir() else self.model_path
-            try:
-                processor = Owlv2Processor.from_pretrained(source, local_files_only=local_only)
-                model = Owlv2ForObjectDetection.from_pretrained(source, local_files_only=local_only)
-            except (OSError, ValueError) as exc:
-                # transformers raises OSError for missing files/offline misses, ValueError for
-                # folders that hold something else.
-                raise ModelUnavailable(
-                    f"cannot load OWLv2 from {self.model_path!r}: {exc}"
-                ) from exc
-            model.to(self.device).eval()  # type: ignore[arg-type]  # transformers' stub
-            self._model, self._processor = model, processor
-            logger.info("loaded OWLv2 %s on %s", self.model_path, self.device)
-
-    def unload(self) -> None:
-        with self._lock:
-            self._model = self._processor = None
-
-    def detect(self, image: Image.Image, labels: Sequence[str]) -> list[Detection]:
-        categories = list(dict.fromkeys(label.strip() for label in labels if label.strip()))
-        if not categories:
-            return []
-        self.load()
+    def _detect(
+        self, state: _OwlParts, image: Image.Image, categories: list[str]
+    ) -> list[Detection]:
         import torch
         from torchvision.ops import batched_nms
 
         rgb = image.convert("RGB")
         width, height = rgb.size
         prompts = [PROMPT_TEMPLATE.format(category=c) for c in categories]
-        inputs = self._processor(
+        inputs = state.processor(
             text=[prompts], images=rgb, return_tensors="pt", truncation=True
         ).to(self.device)
         with torch.inference_mode():
-            outputs = self._model(**inputs)
-        result = self._processor.post_process_grounded_object_detection(
+            outputs = state.model(**inputs)
+        result = state.processor.post_process_grounded_object_detection(
             outputs, threshold=self.threshold, target_sizes=[(height, width)]
         )[0]
         boxes, scores, label_idx = result["boxes"], result["scores"], result["labels"]
@@ -175,7 +188,7 @@ def build_detector(
     device: str = "cpu",
     threshold: float = DEFAULT_THRESHOLD,
     max_detections: int = DEFAULT_MAX_DETECTIONS,
-) -> Detector:
+) -> Detector[Any]:
     """The detector for the ``detector`` setting: ``"owlv2"`` or ``"none"``."""
     match kind:
         case "owlv2":

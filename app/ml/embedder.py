@@ -1,8 +1,9 @@
 """CLIP image/text embedder (open_clip) used for retrieval: crops and reference photos -> vectors.
 
-Lifecycle in Immich's style: construct cheaply (no weights touched), ``load()`` builds the model,
-``unload()`` frees it; ``embed_*`` load lazily on first use. Outputs are float32, L2-normalised,
-so inner product in the vector store is cosine similarity.
+Lifecycle in Immich's style (:class:`~app.ml.base.InferenceModel`): construct cheaply (no weights
+touched), ``load()`` builds the model, ``unload()`` frees it; ``embed_*`` load lazily on first
+use. Outputs are float32, L2-normalised, so inner product in the vector store is cosine
+similarity.
 
 Where the weights come from (``model_name`` / ``pretrained``):
 
@@ -28,15 +29,15 @@ import hashlib
 import json
 import logging
 import os
-import threading
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image
 
+from app.ml.base import InferenceModel
 from app.ml.errors import ModelUnavailable
 
 logger = logging.getLogger(__name__)
@@ -89,7 +90,13 @@ def _find_folder_weights(folder: Path) -> Path | None:
     return candidates[0] if candidates else None
 
 
-class ClipEmbedder:
+class _ClipParts(NamedTuple):
+    model: Any
+    preprocess: Any
+    tokenizer: Any
+
+
+class ClipEmbedder(InferenceModel[_ClipParts]):
     """Embeds images and texts into one L2-normalised space with an open_clip CLIP model."""
 
     def __init__(
@@ -120,10 +127,7 @@ class ClipEmbedder:
         self.pretrained = pretrained or None
         self.device = device
         self.precision = precision
-        self._model: Any = None
-        self._preprocess: Any = None
-        self._tokenizer: Any = None
-        self._lock = threading.Lock()
+        super().__init__()
 
     # ------------------------------------------------------------------ sources
 
@@ -215,58 +219,47 @@ class ClipEmbedder:
     def dim(self) -> int:
         return int(self._model_cfg["embed_dim"])
 
-    @property
-    def loaded(self) -> bool:
-        return self._model is not None
-
     # ------------------------------------------------------------------ lifecycle
 
-    def load(self) -> None:
-        """Build the model on ``device``; idempotent. Raises ``ModelUnavailable``."""
-        with self._lock:
-            if self._model is not None:
-                return
-            self._check_sources()
-            import open_clip
+    def _load(self) -> _ClipParts:
+        """Build the model on ``device``. Raises ``ModelUnavailable``."""
+        self._check_sources()
+        import open_clip
 
-            kwargs: dict[str, Any] = {"precision": self.precision, "device": self.device}
-            weights = self._weights_file
-            try:
-                if self._folder is not None:
-                    model, _, preprocess = open_clip.create_model_and_transforms(
-                        self.model_name, load_weights=weights is None, **kwargs
+        kwargs: dict[str, Any] = {"precision": self.precision, "device": self.device}
+        weights = self._weights_file
+        try:
+            if self._folder is not None:
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    self.model_name, load_weights=weights is None, **kwargs
+                )
+                if weights is not None:
+                    open_clip.load_checkpoint(model, str(weights))
+            else:
+                tag_cfg = open_clip.get_pretrained_cfg(self.model_name, self.pretrained or "")
+                if tag_cfg.get("quick_gelu") and not self._model_cfg.get("quick_gelu"):
+                    # The weights were trained with QuickGELU: build the matching network.
+                    logger.warning(
+                        "%s/%s needs QuickGELU; use %s-quickgelu (forcing it now)",
+                        self.model_name,
+                        self.pretrained,
+                        self.model_name,
                     )
-                    if weights is not None:
-                        open_clip.load_checkpoint(model, str(weights))
-                else:
-                    tag_cfg = open_clip.get_pretrained_cfg(self.model_name, self.pretrained or "")
-                    if tag_cfg.get("quick_gelu") and not self._model_cfg.get("quick_gelu"):
-                        # The weights were trained with QuickGELU: build the matching network.
-                        logger.warning(
-                            "%s/%s needs QuickGELU; use %s-quickgelu (forcing it now)",
-                            self.model_name,
-                            self.pretrained,
-                            self.model_name,
-                        )
-                        kwargs["force_quick_gelu"] = True
-                    model, _, preprocess = open_clip.create_model_and_transforms(
-                        self.model_name, pretrained=self.pretrained, **kwargs
-                    )
-                tokenizer = open_clip.get_tokenizer(self.model_name)
-            except (RuntimeError, OSError, ValueError) as exc:
-                # open_clip wraps hub/offline failures in RuntimeError; files give OSError.
-                raise ModelUnavailable(
-                    f"cannot load CLIP {self.model_name!r} (pretrained={self.pretrained!r}): {exc}"
-                ) from exc
-            model.eval()
-            self._model, self._preprocess, self._tokenizer = model, preprocess, tokenizer
-            logger.info("loaded CLIP %s on %s (%s)", self.model_id, self.device, self.precision)
+                    kwargs["force_quick_gelu"] = True
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    self.model_name, pretrained=self.pretrained, **kwargs
+                )
+            tokenizer = open_clip.get_tokenizer(self.model_name)
+        except (RuntimeError, OSError, ValueError) as exc:
+            # open_clip wraps hub/offline failures in RuntimeError; files give OSError.
+            raise ModelUnavailable(
+                f"cannot load CLIP {self.model_name!r} (pretrained={self.pretrained!r}): {exc}"
+            ) from exc
+        model.eval()
+        logger.info("loaded CLIP %s on %s (%s)", self.model_id, self.device, self.precision)
+        return _ClipParts(model, preprocess, tokenizer)
 
-    def unload(self) -> None:
-        with self._lock:
-            if self._model is None:
-                return
-            self._model = self._preprocess = self._tokenizer = None
+    def _after_unload(self) -> None:
         import torch
 
         if self.device.startswith("cuda") and torch.cuda.is_available():
@@ -287,21 +280,11 @@ class ClipEmbedder:
         out = torch.nn.functional.normalize(features.float(), dim=-1)
         return np.ascontiguousarray(out.cpu().numpy(), dtype=np.float32)
 
-    def _parts(self) -> tuple[Any, Any, Any]:
-        """Model, preprocess and tokenizer, loading on first use (local refs survive unload)."""
-        self.load()
-        with self._lock:
-            parts = (self._model, self._preprocess, self._tokenizer)
-        if parts[0] is None:  # unloaded between load() and here
-            self.load()
-            return self._parts()
-        return parts
-
     def embed_images(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
         """(n, dim) float32 unit vectors, one per image (any PIL mode; converted to RGB)."""
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        model, preprocess, _ = self._parts()
+        model, preprocess, _ = self._loaded()
         if not images:
             return np.empty((0, self.dim), dtype=np.float32)
         import torch
@@ -319,7 +302,7 @@ class ClipEmbedder:
         """(n, dim) float32 unit vectors, one per text (truncated to the model's context)."""
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        model, _, tokenizer = self._parts()
+        model, _, tokenizer = self._loaded()
         if not texts:
             return np.empty((0, self.dim), dtype=np.float32)
         import torch

@@ -55,23 +55,77 @@ ICT_SUFFIXES: tuple[tuple[str, float], ...] = (
 DETAIL_QUESTION = "Describe the image in detail."
 
 
+def is_bracketed(name: str, *, paper: bool = False) -> bool:
+    """Whether ``name`` (stripped) is written ``<...>``: the one ``<name>`` rule.
+
+    Two readings exist, each behind a pair of inverse functions, because the paper's code reads
+    brackets more loosely than our prompts may:
+
+    * ours (``paper=False``), for every prompt we write, served or trained on: :func:`format_name`
+      / :func:`strip_name`. The brackets must enclose at least one character, so ``<>`` is not an
+      empty bracketed name but a name of its own, written ``<<>>``.
+    * the paper's code (``paper=True``), for the rewards and the metric that must score as it
+      does: :func:`bracket_name` / :func:`strip_brackets`. Any text that starts with ``<`` and
+      ends with ``>`` is bracketed, ``<>`` included.
+
+    They differ only on ``<>``, a name that nothing we generate holds.
+
+    >>> is_bracketed(" <bo> "), is_bracketed("bo"), is_bracketed("<>")
+    (True, False, False)
+    >>> is_bracketed("<>", paper=True)
+    True
+    """
+    name = name.strip()
+    return name.startswith("<") and name.endswith(">") and (paper or len(name) > 2)
+
+
 def format_name(name: str) -> str:
     """Write a concept name the way the model sees and must repeat it: ``<name>``.
 
     A name that is already bracketed is kept as it is, so ``<bo>`` never becomes ``<<bo>>``.
+
+    >>> format_name("bo"), format_name(" <bo> "), format_name("<>")
+    ('<bo>', '<bo>', '<<>>')
     """
     name = name.strip()
-    if name.startswith("<") and name.endswith(">") and len(name) > 2:
-        return name
-    return f"<{name}>"
+    return name if is_bracketed(name) else f"<{name}>"
 
 
 def strip_name(name: str) -> str:
-    """The bare name inside ``<...>`` (the inverse of :func:`format_name`)."""
+    """The bare name inside ``<...>`` (the inverse of :func:`format_name`).
+
+    >>> strip_name("<bo>"), strip_name(" bo "), strip_name("<>")
+    ('bo', 'bo', '<>')
+    """
     name = name.strip()
-    if name.startswith("<") and name.endswith(">") and len(name) > 2:
-        return name[1:-1]
-    return name
+    return name[1:-1] if is_bracketed(name) else name
+
+
+def bracket_name(name: str) -> str:
+    """`Bo` -> `<Bo>`; an already bracketed name is returned unchanged (the paper's reading).
+
+    For the rewards, which search the solution verbatim as the paper's code does (REPIC_SPEC.md
+    section 3): a solution in brackets, even ``<>``, is searched as it is; a bare one, from
+    imported data, is bracketed first.
+
+    >>> bracket_name("Bo"), bracket_name("<Bo>"), bracket_name("<>")
+    ('<Bo>', '<Bo>', '<>')
+    """
+    name = name.strip()
+    return name if is_bracketed(name, paper=True) else f"<{name}>"
+
+
+def strip_brackets(name: str) -> str:
+    """`<Bo>` -> `Bo`; anything not wrapped in both brackets is returned unchanged.
+
+    The reading of the paper's evaluation scripts, kept for the metric (REPIC_SPEC.md section
+    5): ``<>`` becomes the empty name, where :func:`strip_name` keeps it.
+
+    >>> strip_brackets("<Bo>"), strip_brackets("Bo"), strip_brackets("<Bo"), strip_brackets("<>")
+    ('Bo', 'Bo', '<Bo', '')
+    """
+    name = name.strip()
+    return name[1:-1] if is_bracketed(name, paper=True) else name
 
 
 def join_names(names: Sequence[str]) -> str:

@@ -34,7 +34,9 @@ def build_tiny_models(root: Path, seed: int = 0, force: bool = False) -> dict[st
     from app.ml.tiny_vlm import build_tiny_vlm
 
     builders: dict[str, Callable[..., Path]] = {
-        "vlm": build_tiny_vlm, "clip": build_tiny_clip, "detector": build_tiny_owl
+        "vlm": build_tiny_vlm,
+        "clip": build_tiny_clip,
+        "detector": build_tiny_owl,
     }
     paths = tiny_paths(root)
     for part, path in paths.items():

@@ -1,5 +1,8 @@
 """Per-owner FAISS vector store of concept-image embeddings (a cache of the DB, never the truth).
 
+(Over 500 lines on purpose: the store, its lock-free snapshots and its crash-safe file format
+share private invariants that are easier to check in one module than across three.)
+
 Why one index per owner: RePIC retrieves among *the caller's* concepts only (one shared database
 adds retrieval noise, REPIC_SPEC.md), and measured on faiss-cpu 1.15.1 an approximate index
 (HNSW, IVF) with an id selector loses most results when the owner holds a few dozen of 100k
@@ -379,11 +382,6 @@ class OwnerVectorStore:
                 return set(self._owner_of)
             entry = self._owners.get(owner_id)
             return set() if entry is None else set(entry.ids.tolist())
-
-    def owners(self) -> dict[int, int]:
-        """Owner id -> number of stored vectors."""
-        with self._lock.read():
-            return {o: int(entry.ids.size) for o, entry in self._owners.items()}
 
     def verify(self, expected: Mapping[int, int], embedder_id: str) -> VerifyReport:
         """Compare with the DB's ``{image id: owner id}`` and the embedder id in use."""

@@ -8,6 +8,7 @@ a backend failure stores nothing.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import logging
 import random
@@ -18,28 +19,24 @@ from typing import Any
 
 from PIL import Image
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload, sessionmaker
-from starlette.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import paginate
-from app.errors import ConceptNotFound, InvalidInput, NotFound, ServiceUnavailable
-from app.ml.backends.base import (
-    BackendError,
-    BackendUnavailable,
-    CaptionBackend,
-    CaptionRequest,
-    GenerationParams,
-)
-from app.ml.errors import ModelUnavailable
+from app.enums import Feedback
+from app.errors import ConceptNotFound, InvalidInput, NotFound
+from app.ml.backends.base import CaptionBackend, CaptionRequest, GenerationParams
 from app.ml.images import CACHE_KEY_INFO
 from app.ml.prompt import Demonstration, Prompt, build_caption_prompt
 from app.models import Caption, Concept, ConceptImage, ModelVersion, User
+from app.services.concepts import owned_concepts
+from app.services.retrieval import RetrievalService
+from app.services.versions import active_version, adapter_name
 from app.settings import CaptionSettings
 from app.storage import ImageStore, ValidImage
 
 log = logging.getLogger(__name__)
 
-FEEDBACK = ("none", "accepted", "rejected", "edited")
+FEEDBACK: tuple[str, ...] = tuple(Feedback)
 
 
 @dataclass
@@ -57,26 +54,8 @@ class CaptionOutcome:
     caption: Caption
     concepts: builtins.list[UsedConcept]
     prompt: Prompt
-    model_version: dict[str, Any] | None
+    model_version: ModelVersion | None
     timings_ms: dict[str, float] = field(default_factory=dict)
-
-
-def adapter_name(version: ModelVersion | None) -> str | None:
-    """The name a version's LoRA adapter is loaded under (vLLM ``model`` field, PEFT name)."""
-    if version is None or not version.adapter_path:
-        return None
-    return f"v{version.id}"
-
-
-def version_public(version: ModelVersion | None) -> dict[str, Any] | None:
-    if version is None:
-        return None
-    return {
-        "id": version.id,
-        "name": version.name,
-        "adapter": adapter_name(version),
-        "base_model": version.base_model,
-    }
 
 
 class CaptionService:
@@ -86,7 +65,7 @@ class CaptionService:
         settings: CaptionSettings,
         session_factory: sessionmaker[Session],
         image_store: ImageStore,
-        retrieval: Any | None,
+        retrieval: RetrievalService | None,
         tiny: bool,
     ) -> None:
         self.backend = backend
@@ -99,7 +78,7 @@ class CaptionService:
 
     # -- reads ------------------------------------------------------------------------
     def active_version(self, session: Session) -> ModelVersion | None:
-        return session.scalar(select(ModelVersion).where(ModelVersion.state == "active"))
+        return active_version(session)
 
     def list(
         self,
@@ -128,7 +107,7 @@ class CaptionService:
         row = self.get(session, owner, caption_id)
         if feedback not in FEEDBACK:
             raise InvalidInput(f"feedback must be one of {', '.join(FEEDBACK)}")
-        if feedback == "edited":
+        if feedback == Feedback.EDITED:
             text = (edited_caption or "").strip()
             if not text:
                 raise InvalidInput("An edited caption needs its new text")
@@ -140,26 +119,6 @@ class CaptionService:
         return row
 
     # -- the pipeline -------------------------------------------------------------------
-    def pinned_concepts(
-        self, session: Session, owner: User, ids: Sequence[int]
-    ) -> builtins.list[Concept]:
-        """The caller's concepts with these ids, in order; another user's id is a 404."""
-        wanted = list(dict.fromkeys(int(i) for i in ids))
-        if not wanted:
-            return []
-        rows = {
-            c.id: c
-            for c in session.scalars(
-                select(Concept)
-                .where(Concept.id.in_(wanted), Concept.owner_id == owner.id)
-                .options(selectinload(Concept.images))
-            )
-        }
-        missing = [i for i in wanted if i not in rows]
-        if missing:
-            raise ConceptNotFound(f"Concept {missing[0]} not found")
-        return [rows[i] for i in wanted]
-
     @staticmethod
     def _reference(concept: Concept) -> ConceptImage:
         usable = [i for i in concept.images if not i.eval_only]
@@ -188,7 +147,7 @@ class CaptionService:
         """Which concepts become demonstrations, pinned first, then retrieved ones."""
         timings: dict[str, float] = {}
         used: builtins.list[UsedConcept] = []
-        for concept in self.pinned_concepts(session, owner, pinned_ids):
+        for concept in owned_concepts(session, owner, pinned_ids):
             ref = self._reference(concept)
             used.append(UsedConcept(concept.id, concept.name, None, None, True, ref.id))
         limit = self.settings.max_demonstrations
@@ -259,19 +218,15 @@ class CaptionService:
                 version = self.active_version(session)
                 return used, timings, prompt, version
 
-        used, timings, prompt, version = await run_in_threadpool(prepare)
+        used, timings, prompt, version = await asyncio.to_thread(prepare)
         request = CaptionRequest(
             messages=prompt.messages,
             images=prompt.images,
-            adapter=adapter_name(version),
+            adapter=adapter_name(version) if version is not None else None,
             params=GenerationParams(max_new_tokens=max_tokens),
         )
-        try:
-            result = await self.backend.generate(request)
-        except (BackendUnavailable, ModelUnavailable) as exc:
-            raise ServiceUnavailable(f"The caption model is unavailable: {exc}") from exc
-        except BackendError as exc:
-            raise ServiceUnavailable(f"The caption model failed: {exc}") from exc
+        # Backend and model errors travel up as they are: the API maps them (503).
+        result = await self.backend.generate(request)
         timings["generate"] = round(result.generate_ms, 2)
 
         def store() -> Caption:
@@ -306,12 +261,12 @@ class CaptionService:
                     raise
             return row
 
-        row = await run_in_threadpool(store)
+        row = await asyncio.to_thread(store)
         return CaptionOutcome(
             caption=row,
             concepts=used,
             prompt=prompt,
-            model_version=version_public(version),
+            model_version=version,
             timings_ms=timings,
         )
 

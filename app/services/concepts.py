@@ -7,10 +7,11 @@ the index entries of one request then either all land or none do (DESIGN.md inva
 from __future__ import annotations
 
 import builtins
+import contextlib
 import functools
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -69,6 +70,21 @@ class Transaction:
                 log.exception("rollback action failed")
 
 
+@contextlib.contextmanager
+def unit_of_work(session: Session) -> Iterator[Transaction]:
+    """Commit ``session`` with its side effects: the transaction's ``on_commit`` actions run
+    after the commit, its ``on_rollback`` actions after a rollback (on any error)."""
+    tx = Transaction()
+    try:
+        yield tx
+        session.commit()
+    except BaseException:
+        session.rollback()
+        tx.rolled_back()
+        raise
+    tx.committed()
+
+
 class ImageHooks(Protocol):
     """What retrieval does when photos come and go (embeddings + vector index)."""
 
@@ -92,6 +108,26 @@ class NoHooks:
 
     def images_removed(self, *args: object, **kwargs: object) -> None:
         return None
+
+
+def owned_concepts(session: Session, owner: User, ids: Sequence[int]) -> builtins.list[Concept]:
+    """``owner``'s concepts with these ids, in order (photos loaded); another user's id, or
+    one that does not exist, is a 404 naming it."""
+    wanted = list(dict.fromkeys(int(i) for i in ids))
+    if not wanted:
+        return []
+    rows = {
+        c.id: c
+        for c in session.scalars(
+            select(Concept)
+            .where(Concept.id.in_(wanted), Concept.owner_id == owner.id)
+            .options(selectinload(Concept.images))
+        )
+    }
+    missing = [i for i in wanted if i not in rows]
+    if missing:
+        raise ConceptNotFound(f"Concept {missing[0]} not found")
+    return [rows[i] for i in wanted]
 
 
 def clean_name(name: str | None) -> str:
@@ -232,21 +268,13 @@ class ConceptService:
             category=category,
             use_for_training=use_for_training,
         )
-        tx = Transaction()
         try:
-            session.add(concept)
-            session.flush()
-            self._attach(session, tx, owner, concept, images)
-            session.commit()
+            with unit_of_work(session) as tx:
+                session.add(concept)
+                session.flush()
+                self._attach(session, tx, owner, concept, images)
         except IntegrityError:
-            session.rollback()
-            tx.rolled_back()
             raise Conflict(f"A concept named {name!r} already exists") from None
-        except BaseException:
-            session.rollback()
-            tx.rolled_back()
-            raise
-        tx.committed()
         return self.get(session, owner, concept.id)
 
     def update(
@@ -259,8 +287,12 @@ class ConceptService:
         description: str | None = None,
         category: str | None = None,
         use_for_training: bool | None = None,
+        uploads: Sequence[Upload] = (),
     ) -> Concept:
+        """Change the text fields and add ``uploads``, as one unit: a bad photo or a taken
+        name leaves the concept as it was."""
         concept = self.get(session, owner, concept_id)
+        images = self.validate_uploads(uploads, required=False) if uploads else []
         if name is not None:
             new_name = clean_name(name)
             if new_name != concept.name:
@@ -274,9 +306,10 @@ class ConceptService:
             concept.use_for_training = use_for_training
         concept.updated_at = utcnow()
         try:
-            session.commit()
+            with unit_of_work(session) as tx:
+                if images:
+                    self._attach(session, tx, owner, concept, images)
         except IntegrityError:
-            session.rollback()
             raise Conflict(f"A concept named {name!r} already exists") from None
         return self.get(session, owner, concept_id)
 
@@ -289,16 +322,9 @@ class ConceptService:
     ) -> builtins.list[ConceptImage]:
         concept = self.get(session, owner, concept_id)
         images = self.validate_uploads(uploads, required=True)
-        tx = Transaction()
-        try:
+        with unit_of_work(session) as tx:
             rows = self._attach(session, tx, owner, concept, images)
             concept.updated_at = utcnow()
-            session.commit()
-        except BaseException:
-            session.rollback()
-            tx.rolled_back()
-            raise
-        tx.committed()
         return rows
 
     def set_image_flags(
@@ -335,16 +361,9 @@ class ConceptService:
     def delete(self, session: Session, owner: User, concept_id: int) -> None:
         concept = self.get(session, owner, concept_id)
         images = list(concept.images)
-        tx = Transaction()
-        try:
+        with unit_of_work(session) as tx:
             self.hooks.images_removed(session, tx, owner.id, [i.id for i in images])
             session.delete(concept)
-            session.commit()
-        except BaseException:
-            session.rollback()
-            tx.rolled_back()
-            raise
-        tx.committed()
         self._remove_unreferenced_files(session, images)
 
     # -- internals ---------------------------------------------------------------------
@@ -390,17 +409,10 @@ class ConceptService:
         return rows
 
     def _delete_images(self, session: Session, owner: User, images: Sequence[ConceptImage]) -> None:
-        tx = Transaction()
-        try:
+        with unit_of_work(session) as tx:
             self.hooks.images_removed(session, tx, owner.id, [i.id for i in images])
             for image in images:
                 session.delete(image)
-            session.commit()
-        except BaseException:
-            session.rollback()
-            tx.rolled_back()
-            raise
-        tx.committed()
         self._remove_unreferenced_files(session, images)
 
     def _remove_unreferenced_files(self, session: Session, images: Sequence[ConceptImage]) -> None:

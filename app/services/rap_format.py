@@ -47,9 +47,9 @@ from app.services.concepts import (
     MAX_CATEGORY,
     MAX_DESCRIPTION,
     ConceptService,
-    Transaction,
     clean_name,
     clean_text,
+    unit_of_work,
 )
 from app.storage import ImageStore, ValidImage, validate_image
 
@@ -218,45 +218,37 @@ def import_database(
             f"{owner.username} already has concept(s) named {', '.join(sorted(clashes))}; "
             "nothing was imported (use merge to add the photos to them)")
     report = ImportReport()
-    tx = Transaction()
     try:
-        for item in planned:
-            concept = existing.get(item.name.lower())
-            if concept is None:
-                concept = Concept(owner_id=owner.id, name=item.name,
-                                  description=item.description, category=item.category)
-                session.add(concept)
-                session.flush()
-                report.created.append(item.name)
-                have: set[str] = set()
-            else:
-                report.merged.append(concept.name)
-                have = {i.sha256 for i in concept.images}
-            for photos, eval_only in ((item.images, False), (item.eval_images, True)):
-                fresh = []
-                for photo in photos:
-                    if photo.sha256 in have:
-                        report.photos_skipped += 1
+        with unit_of_work(session) as tx:
+            for item in planned:
+                concept = existing.get(item.name.lower())
+                if concept is None:
+                    concept = Concept(owner_id=owner.id, name=item.name,
+                                      description=item.description, category=item.category)
+                    session.add(concept)
+                    session.flush()
+                    report.created.append(item.name)
+                    have: set[str] = set()
+                else:
+                    report.merged.append(concept.name)
+                    have = {i.sha256 for i in concept.images}
+                for photos, eval_only in ((item.images, False), (item.eval_images, True)):
+                    fresh = []
+                    for photo in photos:
+                        if photo.sha256 in have:
+                            report.photos_skipped += 1
+                            continue
+                        have.add(photo.sha256)
+                        fresh.append(photo)
+                    if not fresh:
                         continue
-                    have.add(photo.sha256)
-                    fresh.append(photo)
-                if not fresh:
-                    continue
-                rows = concepts._attach(session, tx, owner, concept, fresh)
-                for row in rows:
-                    row.eval_only = eval_only
-                report.photos_added += len(rows)
-        session.commit()
+                    rows = concepts._attach(session, tx, owner, concept, fresh)
+                    for row in rows:
+                        row.eval_only = eval_only
+                    report.photos_added += len(rows)
     except IntegrityError:
-        session.rollback()
-        tx.rolled_back()
         raise Conflict("A concept of the same name was created meanwhile; nothing was "
                        "imported") from None
-    except BaseException:
-        session.rollback()
-        tx.rolled_back()
-        raise
-    tx.committed()
     log.info("imported %d concept(s) for %s (%d merged, %d photos)", len(report.created),
              owner.username, len(report.merged), report.photos_added)
     return report

@@ -30,7 +30,9 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from app.errors import InvalidInput, NotFound
 from app.models import Concept, Job, User
-from app.services.jobs import JobContext, JobService
+from app.services.job_kinds import JobKind
+from app.services.job_runtime import JobContext, JobOutcome
+from app.services.jobs import JobService
 from app.services.versions import VersionService
 from app.settings import Settings
 from app.storage import ImageStore
@@ -87,25 +89,24 @@ class TrainingService:
         jobs: JobService,
         versions: VersionService,
         store: ImageStore,
-        extras: dict[str, Any] | None = None,
+        served_model: Callable[[], str],
+        post_training: PostTrainingHook | None = None,
     ) -> None:
         self.settings = settings
         self.session_factory = session_factory
         self.jobs = jobs
         self.versions = versions
         self.store = store
-        self.extras = extras if extras is not None else {}
+        #: The base model the caption backend serves (the tiny fallback when it is one): the
+        #: adapter must fit it.
+        self.served_model = served_model
+        self.post_training = post_training
 
     # -- paths ----------------------------------------------------------------------------
 
     @property
     def datasets_dir(self) -> Path:
         return self.settings.data_dir / "datasets"
-
-    def served_model(self) -> str:
-        """The base model the caption backend serves (the tiny fallback when it is one)."""
-        status = self.extras.get("models_status", {}).get("caption", {})
-        return str(status.get("model") or self.settings.caption.model)
 
     # -- datasets -------------------------------------------------------------------------
 
@@ -114,7 +115,7 @@ class TrainingService:
 
         Relative image paths in the file resolve against the data directory.
         """
-        from trainer.data import DatasetError, load_records
+        from trainer.records import DatasetError, load_records
 
         name = Path(filename or "dataset.jsonl").name
         if Path(name).suffix.lower() not in DATASET_SUFFIXES:
@@ -160,7 +161,7 @@ class TrainingService:
 
     def base_config(self, base_model: str) -> Path | None:
         from app.ml.tiny_vlm import is_tiny_model
-        from trainer.grpo import CONFIG_DIR
+        from trainer.arguments import CONFIG_DIR
 
         if self.settings.training.default_config is not None:
             return self.settings.training.default_config
@@ -171,7 +172,7 @@ class TrainingService:
     def resolve_args(self, params: dict[str, Any], run_id: str | None = None,
                      dataset_files: list[str] | None = None) -> Any:
         """The trainer's arguments for a job's params (raises InvalidInput naming the key)."""
-        from trainer.grpo import load_args
+        from trainer.arguments import load_args
 
         overrides = dict(params.get("overrides") or {})
         owned = sorted(set(overrides) & set(SERVICE_OWNED_ARGS))
@@ -199,7 +200,7 @@ class TrainingService:
 
     def opted_in_concepts(self, session: Session) -> list[Any]:
         """Concepts whose owners allowed training, as trainer data (no evaluation photos)."""
-        from trainer.data import ConceptPhotos
+        from trainer.concept_records import ConceptPhotos
 
         rows = session.scalars(
             select(Concept).where(Concept.use_for_training.is_(True))
@@ -255,11 +256,11 @@ class TrainingService:
         args = self.resolve_args(params, dataset_files=files)
         params["concepts_at_creation"] = concepts_count
         params["max_steps"] = args.max_steps
-        return self.jobs.create(session, "training", params, user, request_id=request_id)
+        return self.jobs.create(session, JobKind.TRAINING, params, user, request_id=request_id)
 
     # -- worker side ----------------------------------------------------------------------
 
-    def run(self, ctx: JobContext) -> dict[str, Any]:
+    def run(self, ctx: JobContext) -> JobOutcome:
         """The ``training`` job runner (in the gpu worker)."""
         import dataclasses
 
@@ -279,7 +280,7 @@ class TrainingService:
         args = self.resolve_args(params, run_id=run_id, dataset_files=files)
         self.settings.runs_dir.mkdir(parents=True, exist_ok=True)
         if ctx.cancel_requested:
-            return {"_cancelled": True, "steps": 0}
+            return JobOutcome({"steps": 0}, cancelled=True)
         log.info("training job %s: %d concepts, files %s, run %s", ctx.job_id, len(concepts),
                  files, run_id)
         result = main(args, callbacks=[_JobProgress(ctx)], stop_flag=_cancel_flag(ctx),
@@ -294,8 +295,7 @@ class TrainingService:
             "reward_means": result.reward_means,
         }
         if ctx.cancel_requested or result.stopped_early:
-            out["_cancelled"] = True
-            return out
+            return JobOutcome(out, cancelled=True)
         name = run_id
         target = self.settings.adapters_dir / name
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -314,14 +314,13 @@ class TrainingService:
                 raise
             version_id = version.id
         out.update(version_id=version_id, version_name=name, adapter_path=str(target))
-        hook: PostTrainingHook | None = self.extras.get("post_training_hook")
-        if hook is not None:
+        if self.post_training is not None:
             try:
-                out["post_training"] = _jsonable(hook(version_id, ctx.job_id))
+                out["post_training"] = _jsonable(self.post_training(version_id, ctx.job_id))
             except Exception as exc:  # evaluation failing does not undo a trained candidate
                 log.exception("post-training hook failed for version %s", version_id)
                 out["post_training"] = {"error": f"{type(exc).__name__}: {exc}"}
-        return out
+        return JobOutcome(out)
 
 
 def _read_json(path: Path) -> dict[str, Any]:

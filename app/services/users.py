@@ -9,9 +9,10 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.errors import Conflict, InvalidInput, NotAuthenticated, NotFound
+from app.errors import Conflict, Forbidden, InvalidInput, NotAuthenticated, NotFound
 from app.models import ApiToken, User, utcnow
 from app.security import hash_password, new_token, token_digest, verify_password
+from app.settings import AuthSettings
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{3,64}$")
 #: last_used_at is written at most this often per token, so every request is not a write.
@@ -43,11 +44,18 @@ def register(
     user = User(username=username, password_hash=hash_password(password), is_admin=is_admin)
     session.add(user)
     try:
-        session.flush()
+        session.commit()
     except IntegrityError:
         session.rollback()
         raise Conflict("Username already taken") from None
     return user
+
+
+def sign_up(session: Session, username: str, password: str, auth: AuthSettings) -> User:
+    """Self-service registration, under the server's registration policy."""
+    if not auth.allow_registration:
+        raise Forbidden("Registration is closed on this server")
+    return register(session, username, password, min_password_length=auth.min_password_length)
 
 
 def authenticate(session: Session, username: str, password: str) -> User:
@@ -66,6 +74,7 @@ def create_admin(
         validate_credentials(username, password, min_password_length)
         existing.is_admin = True
         existing.password_hash = hash_password(password)
+        session.commit()
         return existing
     return register(
         session, username, password, min_password_length=min_password_length, is_admin=True
@@ -89,7 +98,7 @@ def create_token(
         expires_at=expires,
     )
     session.add(row)
-    session.flush()
+    session.commit()
     return token, row
 
 
@@ -129,4 +138,5 @@ def revoke_token(session: Session, user: User, token_id: int) -> ApiToken:
         raise NotFound("Token not found")
     if row.revoked_at is None:
         row.revoked_at = utcnow()
+        session.commit()
     return row

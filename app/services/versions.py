@@ -7,7 +7,7 @@ a failed load leaves the previous version active and the caller sees why. New ca
 read the active row, so activation is immediate. Rollback is activating the version that was
 active before.
 
-The evaluation engineer's promotion gate plugs in as :attr:`VersionService.gate`.
+The promotion gate (evaluation) is handed to the constructor as ``gate``.
 """
 
 from __future__ import annotations
@@ -16,21 +16,42 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.errors import Conflict, DomainError, NotFound
+from app.enums import VersionState
+from app.errors import Conflict, NotFound, UpstreamFailed
+from app.ml.backends.base import CaptionBackendError
 from app.models import ModelVersion, User, utcnow
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: ``gate(session, candidate, current)``: raise a DomainError to refuse an activation.
-ActivationGate = Callable[[Session, ModelVersion, ModelVersion | None], None]
+class ActivationGate(Protocol):
+    """The promotion gate: ``gate(session, candidate, current)`` raises a DomainError to
+    refuse an activation; ``forced`` records an activation an admin forced past it."""
+
+    def __call__(
+        self, session: Session, candidate: ModelVersion, current: ModelVersion | None, /
+    ) -> None: ...
+
+    def forced(
+        self,
+        session: Session,
+        candidate: ModelVersion,
+        current: ModelVersion | None,
+        actor: User | None = None,
+        /,
+    ) -> object: ...
+
+
+def active_version(session: Session) -> ModelVersion | None:
+    """The one active model version (the database allows at most one)."""
+    return session.scalar(select(ModelVersion).where(ModelVersion.state == VersionState.ACTIVE))
 
 
 class VersionNotFound(NotFound):
@@ -38,10 +59,8 @@ class VersionNotFound(NotFound):
         super().__init__(detail)
 
 
-class ActivationFailed(DomainError):
+class ActivationFailed(UpstreamFailed):
     """The adapter could not be loaded; the previous version stays active."""
-
-    status = 502
 
 
 def adapter_name(version: ModelVersion) -> str | None:
@@ -69,7 +88,8 @@ def run_coroutine_sync(coro: Coroutine[Any, Any, T]) -> T:
     thread.join()
     if "error" in box:
         raise box["error"]
-    return box["value"]  # type: ignore[no-any-return]
+    value: T = box["value"]
+    return value
 
 
 class VersionService:
@@ -78,12 +98,13 @@ class VersionService:
         session_factory: sessionmaker[Session],
         base_model: str,
         backend_getter: Callable[[], Any] | None = None,
+        gate: ActivationGate | None = None,
     ) -> None:
         self.session_factory = session_factory
         self.base_model = base_model
         self.backend_getter = backend_getter or (lambda: None)
         #: Promotion gate (evaluation): called before loading unless ``force``.
-        self.gate: ActivationGate | None = None
+        self.gate = gate
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -108,7 +129,7 @@ class VersionService:
         return base
 
     def active(self, session: Session) -> ModelVersion | None:
-        return session.scalar(select(ModelVersion).where(ModelVersion.state == "active"))
+        return active_version(session)
 
     def list(self, session: Session, skip: int = 0, limit: int = 50,
              ) -> tuple[list[ModelVersion], int]:
@@ -152,23 +173,19 @@ class VersionService:
 
     async def activate(self, session: Session, version_id: int, actor: User | None,
                        force: bool = False) -> ModelVersion:
-        """Make ``version_id`` the active version: gate, load the adapter, flip the rows."""
-        current = self.ensure_base(session)
-        version = self.get(session, version_id)
-        if version.state == "active":
+        """Make ``version_id`` the active version: gate, load the adapter, flip the rows.
+
+        The database work runs in a thread; only the adapter load is awaited here."""
+        current, version = await asyncio.to_thread(
+            self._gate, session, version_id, actor, force)
+        if version.state == VersionState.ACTIVE:
             return version
-        if self.gate is not None and not force:
-            self.gate(session, version, current)
-        elif self.gate is not None and hasattr(self.gate, "forced"):
-            self.gate.forced(session, version, current, actor)
         name = adapter_name(version)
         if name is not None:
             backend = self.backend_getter()
             if backend is None:
                 raise ActivationFailed(
                     f"Cannot activate {version.name}: no caption backend runs in this process")
-            from app.ml.backends.base import CaptionBackendError
-
             try:
                 await backend.load_adapter(name, str(version.adapter_path))
             except CaptionBackendError as exc:
@@ -177,13 +194,28 @@ class VersionService:
                 raise ActivationFailed(
                     f"Could not load the adapter of {version.name}: {exc.reason}{still}"
                 ) from exc
-        now = utcnow()
+        return await asyncio.to_thread(self._flip, session, current, version, actor)
+
+    def _gate(self, session: Session, version_id: int, actor: User | None,
+              force: bool) -> tuple[ModelVersion | None, ModelVersion]:
+        current = self.ensure_base(session)
+        version = self.get(session, version_id)
+        if version.state == VersionState.ACTIVE:
+            return current, version
+        if self.gate is not None and not force:
+            self.gate(session, version, current)
+        elif self.gate is not None:
+            self.gate.forced(session, version, current, actor)
+        return current, version
+
+    def _flip(self, session: Session, current: ModelVersion | None, version: ModelVersion,
+              actor: User | None) -> ModelVersion:
         if current is not None:
-            current.state = "retired"
+            current.state = VersionState.RETIRED
             # The old row must leave 'active' before the new one enters it (unique index).
             session.flush()
-        version.state = "active"
-        version.activated_at = now
+        version.state = VersionState.ACTIVE
+        version.activated_at = utcnow()
         try:
             session.commit()
         except IntegrityError as exc:
@@ -196,10 +228,15 @@ class VersionService:
     async def rollback(self, session: Session, actor: User | None,
                        force: bool = True) -> ModelVersion:
         """Activate the version that was active before the current one."""
-        self.ensure_base(session)
-        target = self.previous(session)
-        if target is None:
-            raise Conflict("No earlier version to roll back to")
+
+        def previous() -> ModelVersion:
+            self.ensure_base(session)
+            target = self.previous(session)
+            if target is None:
+                raise Conflict("No earlier version to roll back to")
+            return target
+
+        target = await asyncio.to_thread(previous)
         # Rolling back to a version that served before skips the promotion gate by default.
         return await self.activate(session, target.id, actor, force=force)
 
@@ -214,8 +251,6 @@ class VersionService:
             if version is None or adapter_name(version) is None:
                 return None
             name, path = adapter_name(version), str(version.adapter_path)
-        from app.ml.backends.base import CaptionBackendError
-
         try:
             await backend.load_adapter(name, path)
         except CaptionBackendError as exc:

@@ -13,7 +13,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ContainerDep, SessionDep
-from app.errors import DomainError, InvalidInput
+from app.api.errors import http_status
+from app.errors import DomainError, InvalidInput, NotFound
 from app.models import User
 from app.web.common import AdminPageUser, CsrfChecked, flash, render
 
@@ -53,9 +54,9 @@ def parse_overrides(text: str) -> dict[str, Any]:
 
 def _page(request: Request, user: User, session: Any, container: Any, status: int = 200,
           **extra: Any) -> Response:
-    jobs, _ = container.extras["jobs"].list(session, user, limit=20, kind="training")
-    versions, _ = container.extras["versions"].list(session, limit=50)
-    datasets = container.extras["training"].list_datasets()
+    jobs, _ = container.jobs.list(session, user, limit=20, kind="training")
+    versions, _ = container.versions.list(session, limit=50)
+    datasets = container.training.list_datasets()
     return render(request, "admin/index.html", status, user=user, jobs=jobs, versions=versions,
                   datasets=datasets, **extra)
 
@@ -73,7 +74,7 @@ async def start_training(
     overrides: Annotated[str, Form()] = "",
     dataset_file: Annotated[UploadFile | None, File()] = None,
 ) -> Response:
-    training = container.extras["training"]
+    training = container.training
     form = {"dataset": dataset, "dataset_id": dataset_id, "overrides": overrides}
     try:
         values = parse_overrides(overrides)
@@ -84,7 +85,7 @@ async def start_training(
         job = await run_in_threadpool(training.create_job, session, user, dataset=dataset,
                                       dataset_id=dataset_id or None, overrides=values)
     except DomainError as exc:
-        return _page(request, user, session, container, exc.status, form=form,
+        return _page(request, user, session, container, http_status(exc), form=form,
                      error=exc.detail)
     flash(request, f"Training job {job.id} queued.")
     return _redirect(f"/admin/jobs/{job.id}")
@@ -93,7 +94,7 @@ async def start_training(
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
 def job_page(job_id: int, request: Request, user: AdminPageUser, session: SessionDep,
              container: ContainerDep) -> Response:
-    job = container.extras["jobs"].get(session, user, job_id)
+    job = container.jobs.get(session, user, job_id)
     return render(request, "admin/job.html", user=user, job=job)
 
 
@@ -101,10 +102,10 @@ def job_page(job_id: int, request: Request, user: AdminPageUser, session: Sessio
 def cancel_job(job_id: int, request: Request, user: AdminPageUser, session: SessionDep,
                container: ContainerDep) -> Response:
     try:
-        container.extras["jobs"].cancel(session, user, job_id)
+        container.jobs.cancel(session, user, job_id)
         flash(request, f"Cancel requested for job {job_id}.")
     except DomainError as exc:
-        if exc.status == 404:
+        if isinstance(exc, NotFound):
             raise
         flash(request, exc.detail, "error")
     return _redirect(f"/admin/jobs/{job_id}")
@@ -116,11 +117,11 @@ async def activate_version(
     container: ContainerDep, force: Annotated[bool, Form()] = False,
 ) -> Response:
     try:
-        version = await container.extras["versions"].activate(session, version_id, user,
+        version = await container.versions.activate(session, version_id, user,
                                                               force=force)
         flash(request, f"{version.name} is now active.")
     except DomainError as exc:
-        if exc.status == 404:
+        if isinstance(exc, NotFound):
             raise
         flash(request, f"Activation failed: {exc.detail}", "error")
     return _redirect("/admin#versions")
@@ -130,7 +131,7 @@ async def activate_version(
 async def rollback(request: Request, user: AdminPageUser, session: SessionDep,
                    container: ContainerDep) -> Response:
     try:
-        version = await container.extras["versions"].rollback(session, user)
+        version = await container.versions.rollback(session, user)
         flash(request, f"Rolled back: {version.name} is active again.")
     except DomainError as exc:
         flash(request, f"Rollback failed: {exc.detail}", "error")

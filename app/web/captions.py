@@ -16,7 +16,7 @@ def caption_page(
     request: Request, user: PageUser, session: SessionDep, container: ContainerDep
 ) -> Response:
     concepts, _ = container.concepts.list(session, user, limit=500)
-    service = container.extras.get("captions")
+    service = container.models.loaded_captions()
     history = service.list(session, user, 0, 20)[0] if service else []
     return render(
         request,

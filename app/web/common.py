@@ -12,9 +12,12 @@ from app.api.deps import SessionDep
 from app.errors import Forbidden
 from app.models import User
 from app.security import new_csrf_token, same_secret
+from app.services.versions import adapter_name
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
 templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
+# Pages show the adapter name the API reports, never a re-derived one.
+templates.env.globals["adapter_name"] = adapter_name
 
 
 class LoginRequired(Exception):

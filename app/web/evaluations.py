@@ -3,91 +3,161 @@ two versions' captions of the same photos side by side, filterable to the failur
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ContainerDep, SessionDep
-from app.errors import DomainError, ServiceUnavailable
-from app.models import User
-from app.services.evaluation import SETTINGS, results_table
+from app.api.errors import http_status
+from app.container import Container
+from app.errors import DomainError
+from app.models import ModelVersion, User
+from app.services.evaluation import SETTINGS
 from app.web.common import AdminPageUser as AdminPage
 from app.web.common import CsrfChecked, flash, render
 
 router = APIRouter(prefix="/admin/evaluations", include_in_schema=False)
 
 
-def _service(container: Any) -> Any:
-    service = container.extras.get("evaluations")
-    if service is None:
-        raise ServiceUnavailable("Evaluation is not configured on this server")
-    return service
+def results_table(versions: Sequence[ModelVersion]) -> tuple[list[str], list[dict[str, Any]]]:
+    """Columns (``set/setting`` keys) and one row per version for the side-by-side page."""
+    keys: set[str] = set()
+    for version in versions:
+        keys.update(((version.evaluation or {}).get("results") or {}).keys())
+    columns = sorted(keys)
+    rows = []
+    for version in versions:
+        results = (version.evaluation or {}).get("results") or {}
+        rows.append(
+            {
+                "version": version,
+                "cells": [results.get(k) for k in columns],
+                "forced": (version.evaluation or {}).get("forced_activations") or [],
+            }
+        )
+    return columns, rows
 
 
-def _index(request: Request, user: User, session: Any, container: Any, status: int = 200,
-           **extra: Any) -> Response:
-    service = _service(container)
-    versions_service = container.extras.get("versions")
-    versions = versions_service.list(session, limit=200)[0] if versions_service else []
+def _index(
+    request: Request,
+    user: User,
+    session: Session,
+    container: Container,
+    status: int = 200,
+    **extra: Any,
+) -> Response:
+    service = container.evaluations
+    versions = container.versions.list(session, limit=200)[0]
     columns, rows = results_table(versions)
     evaluations, _ = service.list(session, user, limit=30)
-    sets = service.list_sets(session, user)
+    sets = container.evaluation_sets.list(session, user)
     set_names = {s.id: s.name for s in sets}
-    return render(request, "evaluations/index.html", status, user=user, columns=columns,
-                  rows=rows, evaluations=evaluations, sets=sets, set_names=set_names,
-                  versions=versions, settings_choices=SETTINGS,
-                  gate=container.settings.evaluation, **extra)
+    return render(
+        request,
+        "evaluations/index.html",
+        status,
+        user=user,
+        columns=columns,
+        rows=rows,
+        evaluations=evaluations,
+        sets=sets,
+        set_names=set_names,
+        versions=versions,
+        settings_choices=SETTINGS,
+        gate=container.settings.evaluation,
+        **extra,
+    )
 
 
 @router.get("", response_class=HTMLResponse)
-def evaluations_page(request: Request, user: AdminPage, session: SessionDep,
-                     container: ContainerDep) -> Response:
+def evaluations_page(
+    request: Request, user: AdminPage, session: SessionDep, container: ContainerDep
+) -> Response:
     return _index(request, user, session, container, form={})
 
 
 @router.post("", response_class=HTMLResponse, dependencies=[CsrfChecked])
 async def start_evaluation(
-    request: Request, user: AdminPage, session: SessionDep, container: ContainerDep,
-    version_id: Annotated[int, Form()], set_ref: Annotated[str, Form(alias="set")],
-    setting: Annotated[str, Form()] = "skip", k: Annotated[str, Form()] = "",
+    request: Request,
+    user: AdminPage,
+    session: SessionDep,
+    container: ContainerDep,
+    version_id: Annotated[int, Form()],
+    set_ref: Annotated[str, Form(alias="set")],
+    setting: Annotated[str, Form()] = "skip",
+    k: Annotated[str, Form()] = "",
 ) -> Response:
-    service = _service(container)
+    service = container.evaluations
     form = {"version_id": version_id, "set": set_ref, "setting": setting, "k": k}
     try:
         k_value = int(k) if k.strip() else None
         evaluation, job = await run_in_threadpool(
-            service.create_job, session, user, version_id, set_ref, setting, k_value,
-            request.headers.get("x-request-id"))
+            service.create_job,
+            session,
+            user,
+            version_id,
+            set_ref,
+            setting,
+            k_value,
+            request.headers.get("x-request-id"),
+        )
     except ValueError:
-        return _index(request, user, session, container, 422, form=form,
-                      error="k must be a whole number")
+        return _index(
+            request, user, session, container, 422, form=form, error="k must be a whole number"
+        )
     except DomainError as exc:
-        return _index(request, user, session, container, exc.status, form=form,
-                      error=exc.detail)
+        return _index(
+            request, user, session, container, http_status(exc), form=form, error=exc.detail
+        )
     flash(request, f"Evaluation {evaluation.id} queued (job {job.id}).")
     return RedirectResponse("/admin/evaluations", status_code=303)
 
 
 @router.get("/compare", response_class=HTMLResponse)
 def compare_page(
-    request: Request, user: AdminPage, session: SessionDep, container: ContainerDep,
-    a: int, b: int, set: str, setting: str = "skip", failures: bool = False,  # noqa: A002
+    request: Request,
+    user: AdminPage,
+    session: SessionDep,
+    container: ContainerDep,
+    a: int,
+    b: int,
+    set: str,
+    setting: str = "skip",
+    failures: bool = False,  # noqa: A002
 ) -> Response:
-    result = _service(container).compare(session, user, a, b, set, setting, failures)
-    return render(request, "evaluations/compare.html", user=user, result=result,
-                  failures=failures, query={"a": a, "b": b, "set": set, "setting": setting})
+    result = container.evaluations.compare(session, user, a, b, set, setting, failures)
+    return render(
+        request,
+        "evaluations/compare.html",
+        user=user,
+        result=result,
+        failures=failures,
+        query={"a": a, "b": b, "set": set, "setting": setting},
+    )
 
 
 @router.get("/{evaluation_id}", response_class=HTMLResponse)
 def evaluation_page(
-    evaluation_id: int, request: Request, user: AdminPage, session: SessionDep,
-    container: ContainerDep, failures: bool = False,
+    evaluation_id: int,
+    request: Request,
+    user: AdminPage,
+    session: SessionDep,
+    container: ContainerDep,
+    failures: bool = False,
 ) -> Response:
-    service = _service(container)
+    service = container.evaluations
     evaluation = service.get(session, user, evaluation_id)
     captions = service.captions_of(session, evaluation, failures)
-    return render(request, "evaluations/detail.html", user=user, evaluation=evaluation,
-                  eval_set=service.set_of(session, evaluation), captions=captions,
-                  failures=failures)
+    return render(
+        request,
+        "evaluations/detail.html",
+        user=user,
+        evaluation=evaluation,
+        eval_set=service.set_of(session, evaluation),
+        captions=captions,
+        failures=failures,
+    )

@@ -9,8 +9,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ContainerDep, SessionDep
+from app.api.errors import http_status
 from app.api.uploads import read_uploads
-from app.errors import DomainError
+from app.errors import DomainError, InvalidInput, NotFound
 from app.services import users as user_service
 from app.web.common import CsrfChecked, PageUser, flash, render
 
@@ -73,17 +74,9 @@ def register(
     password2: Annotated[str, Form()] = "",
 ) -> Response:
     try:
-        if not container.settings.auth.allow_registration:
-            raise DomainError("Registration is closed on this server")
         if password != password2:
-            raise DomainError("The two passwords differ")
-        user = user_service.register(
-            session,
-            username,
-            password,
-            min_password_length=container.settings.auth.min_password_length,
-        )
-        session.commit()
+            raise InvalidInput("The two passwords differ")
+        user = user_service.sign_up(session, username, password, container.settings.auth)
     except DomainError as exc:
         return render(request, "register.html", 400, error=exc.detail, username=username)
     request.session.clear()
@@ -140,7 +133,7 @@ async def create_concept(
         return render(
             request,
             "concepts/form.html",
-            exc.status,
+            http_status(exc),
             user=user,
             concept=None,
             form=form,
@@ -160,9 +153,9 @@ def concept_page(
 ) -> Response:
     concept = container.concepts.get(session, user, concept_id)
     quality = None
-    checker = container.extras.get("quality_checker")
-    if checker is not None:
-        quality = checker(session, user, concept)
+    retrieval = container.models.loaded_retrieval()
+    if retrieval is not None:
+        quality = retrieval.concept_quality(session, user, concept)
     return render(request, "concepts/detail.html", user=user, concept=concept, quality=quality)
 
 
@@ -197,7 +190,6 @@ async def edit_concept(
     use_for_training: Annotated[bool, Form()] = False,
     images: Annotated[list[UploadFile] | None, File()] = None,
 ) -> Response:
-    concept = container.concepts.get(session, user, concept_id)
     files = [f for f in (images or []) if f.filename]
     form = {
         "name": name,
@@ -207,10 +199,9 @@ async def edit_concept(
     }
     try:
         uploads = await read_uploads(files, container.settings.storage.max_upload_bytes)
-        if uploads:
-            # Validate the photos before touching the concept, so a bad file changes nothing.
-            container.concepts.validate_uploads(uploads, required=False)
-        container.concepts.update(
+        # Text and photos commit together or not at all.
+        await run_in_threadpool(
+            container.concepts.update,
             session,
             user,
             concept_id,
@@ -218,16 +209,16 @@ async def edit_concept(
             description=description,
             category=category,
             use_for_training=use_for_training,
+            uploads=uploads,
         )
-        if uploads:
-            await run_in_threadpool(
-                container.concepts.add_images, session, user, concept_id, uploads
-            )
     except DomainError as exc:
+        if isinstance(exc, NotFound):
+            raise
+        concept = await run_in_threadpool(container.concepts.get, session, user, concept_id)
         return render(
             request,
             "concepts/form.html",
-            exc.status,
+            http_status(exc),
             user=user,
             concept=concept,
             form=form,
@@ -264,7 +255,7 @@ def delete_image(
         container.concepts.delete_image(session, user, concept_id, image_id)
         flash(request, "Photo deleted.")
     except DomainError as exc:
-        if exc.status == 404:
+        if isinstance(exc, NotFound):
             raise
         flash(request, exc.detail, "error")
     return redirect(f"/concepts/{concept_id}")
@@ -286,7 +277,6 @@ def create_token(
 ) -> Response:
     try:
         token, _ = user_service.create_token(session, user, name)
-        session.commit()
         request.session["new_token"] = token
     except DomainError as exc:
         flash(request, exc.detail, "error")
@@ -296,6 +286,5 @@ def create_token(
 @router.post("/account/tokens/{token_id}/revoke", dependencies=[CsrfChecked])
 def revoke_token(token_id: int, request: Request, user: PageUser, session: SessionDep) -> Response:
     user_service.revoke_token(session, user, token_id)
-    session.commit()
     flash(request, "Token revoked.")
     return redirect("/account")

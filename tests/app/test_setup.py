@@ -7,14 +7,13 @@ from fastapi.testclient import TestClient
 
 
 def test_missing_caption_model_falls_back_to_tiny_with_warnings(settings_factory, caplog) -> None:
-    from app.container import build_container
     from app.main import create_app
-    from app.setup import setup_services
+    from app.model_services import ModelLoading
+    from app.wiring import build_container
 
     settings = settings_factory(caption={"model": "/nonexistent/qwen-vl"})
-    container = build_container(settings)
     with caplog.at_level("WARNING"):
-        setup_services(container)
+        container = build_container(settings, ModelLoading.ALL)
     assert any("/nonexistent/qwen-vl" in w and "tiny" in w for w in container.warnings)
     assert any("/nonexistent/qwen-vl" in r.getMessage() for r in caplog.records)
     with TestClient(create_app(container=container)) as client:
@@ -27,30 +26,27 @@ def test_missing_caption_model_falls_back_to_tiny_with_warnings(settings_factory
 
 
 def test_missing_embedder_falls_back_to_tiny(settings_factory) -> None:
-    from app.container import build_container
-    from app.setup import setup_services
+    from app.model_services import ModelLoading
+    from app.wiring import build_container
 
     settings = settings_factory(embedder={"model_name": "ViT-B-32", "pretrained": "/nope.pt"})
-    container = build_container(settings)
-    setup_services(container)
-    assert container.extras["models_status"]["embedder"]["tiny"] is True
+    container = build_container(settings, ModelLoading.ALL)
+    assert container.models.status["embedder"]["tiny"] is True
     assert any("Embedder" in w for w in container.warnings)
     container.close()
 
 
 def test_production_profile_refuses_to_start_without_the_model(settings_factory) -> None:
-    from app.container import build_container
-    from app.setup import StartupError, setup_services
+    from app.model_services import ModelLoading, StartupError
+    from app.wiring import build_container
 
     settings = settings_factory(
         profile="production",
         caption={"model": "/nonexistent/qwen-vl"},
         auth={"secret_key": "s" * 40},
     )
-    container = build_container(settings)
     with pytest.raises(StartupError, match="/nonexistent/qwen-vl"):
-        setup_services(container)
-    container.close()
+        build_container(settings, ModelLoading.ALL)
 
 
 def test_production_needs_a_secret_key(settings_factory) -> None:

@@ -7,9 +7,9 @@ import pytest
 
 from tests.support.celery_worker import start_worker
 from tests.utils.images import make_image
+from tests.utils.users import PASSWORD
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
@@ -18,9 +18,9 @@ def settings(settings_factory):  # type: ignore[no-untyped-def]
 
 
 def _make_admin_with_concept(settings, base_url: str) -> None:  # type: ignore[no-untyped-def]
-    from app.container import build_container
     from app.db import session_scope
     from app.services.users import create_admin
+    from app.wiring import build_container
 
     container = build_container(settings)
     try:

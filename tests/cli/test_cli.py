@@ -28,8 +28,8 @@ def _admin(password: str = "correct horse battery") -> None:
 def test_create_admin_makes_an_admin(cli_settings) -> None:  # type: ignore[no-untyped-def]
     from sqlalchemy import select
 
-    from app.container import build_container
     from app.models import User
+    from app.wiring import build_container
 
     _admin()
     container = build_container(cli_settings)
@@ -44,14 +44,12 @@ def test_create_admin_refuses_a_short_password(cli_settings) -> None:  # type: i
 
 
 def test_caption_command_uses_the_users_pinned_concept(cli_settings) -> None:  # type: ignore[no-untyped-def]
-    from app.container import build_container
+    from app.model_services import ModelLoading
     from app.services.concepts import Upload
     from app.services.users import register
+    from app.wiring import build_container
 
-    container = build_container(cli_settings)
-    from app.setup import setup_services
-
-    setup_services(container)
+    container = build_container(cli_settings, ModelLoading.ALL)
     with container.session_factory() as session:
         user = register(session, "anya", "correct horse battery")
         session.commit()

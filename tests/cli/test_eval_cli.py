@@ -20,11 +20,15 @@ runner = CliRunner()
 @pytest.mark.nodb
 def test_grounding_prints_metrics_and_slot_counts(tmp_path: Path) -> None:
     results = tmp_path / "results.json"
-    results.write_text(json.dumps([
-        ["q1.jpg", ["<bo>"], "<bo> naps on the sofa.</s>", "Give a caption of the image."],
-        ["q2.jpg", ["<bo>", "<anya>"], "<anya> hugs a dog.", ""],
-        ["q3.jpg", ["<anya>"], "<bo> runs.", ""],
-    ]))
+    results.write_text(
+        json.dumps(
+            [
+                ["q1.jpg", ["<bo>"], "<bo> naps on the sofa.</s>", "Give a caption of the image."],
+                ["q2.jpg", ["<bo>", "<anya>"], "<anya> hugs a dog.", ""],
+                ["q3.jpg", ["<anya>"], "<bo> runs.", ""],
+            ]
+        )
+    )
     result = runner.invoke(app, ["eval", "grounding", str(results)])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
@@ -39,8 +43,9 @@ def test_grounding_strict_and_case_sensitive_options(tmp_path: Path) -> None:
     results = tmp_path / "results.json"
     results.write_text(json.dumps([["q.jpg", ["<Bo>"], "the bo sleeps", ""]]))
     paper = json.loads(runner.invoke(app, ["eval", "grounding", str(results)]).output)
-    strict = runner.invoke(app, ["eval", "grounding", str(results), "--mode", "strict",
-                                 "--case-sensitive"])
+    strict = runner.invoke(
+        app, ["eval", "grounding", str(results), "--mode", "strict", "--case-sensitive"]
+    )
     assert strict.exit_code == 0, strict.output
     assert paper["recall"] == 100.0 and json.loads(strict.output)["recall"] == 0.0
 
@@ -60,7 +65,7 @@ def cli_settings(settings, monkeypatch):  # type: ignore[no-untyped-def]
 
 
 def _users(settings: Any, *names: str) -> None:
-    from app.container import build_container
+    from app.wiring import build_container
 
     container = build_container(settings)
     with container.session_factory() as session:
@@ -75,35 +80,63 @@ def test_import_export_and_queries_from_the_command_line(cli_settings, tmp_path)
     (src / "bo").mkdir(parents=True)
     (src / "bo" / "1.png").write_bytes(make_image(shape=0))
     (src / "q.png").write_bytes(make_image(color=(0, 0, 255), shape=1))
-    (src / "db.json").write_text(json.dumps({
-        "concept_dict": {"<bo>": {"name": "<bo>", "image": "bo/1.png", "info": "a corgi",
-                                  "category": "dog"}},
-        "path_to_concept": {"bo/1.png": "<bo>"}}))
+    (src / "db.json").write_text(
+        json.dumps(
+            {
+                "concept_dict": {
+                    "<bo>": {
+                        "name": "<bo>",
+                        "image": "bo/1.png",
+                        "info": "a corgi",
+                        "category": "dog",
+                    }
+                },
+                "path_to_concept": {"bo/1.png": "<bo>"},
+            }
+        )
+    )
     (src / "queries.json").write_text(json.dumps({"q.png": ["<bo>"]}))
 
-    r = runner.invoke(app, ["eval", "import-db", str(src / "db.json"), "--root", str(src),
-                            "--user", "alice"])
+    r = runner.invoke(
+        app, ["eval", "import-db", str(src / "db.json"), "--root", str(src), "--user", "alice"]
+    )
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["created"] == ["bo"]
-    r = runner.invoke(app, ["eval", "import-queries", str(src / "queries.json"), "--root",
-                            str(src), "--user", "alice", "--name", "mine"])
+    r = runner.invoke(
+        app,
+        [
+            "eval",
+            "import-queries",
+            str(src / "queries.json"),
+            "--root",
+            str(src),
+            "--user",
+            "alice",
+            "--name",
+            "mine",
+        ],
+    )
     assert r.exit_code == 0, r.output
     out = tmp_path / "out" / "db.json"
     r = runner.invoke(app, ["eval", "export-db", "--user", "alice", str(out)])
     assert r.exit_code == 0, r.output
-    r = runner.invoke(app, ["eval", "import-db", str(out), "--root", str(out.parent),
-                            "--user", "bob"])
+    r = runner.invoke(
+        app, ["eval", "import-db", str(out), "--root", str(out.parent), "--user", "bob"]
+    )
     assert r.exit_code == 0, r.output
-    r = runner.invoke(app, ["eval", "import-db", str(out), "--root", str(out.parent),
-                            "--user", "bob"])
+    r = runner.invoke(
+        app, ["eval", "import-db", str(out), "--root", str(out.parent), "--user", "bob"]
+    )
     assert r.exit_code == 2 and "already has" in r.output
 
-    from app.container import build_container
+    from app.wiring import build_container
 
     container = build_container(cli_settings)
     with container.session_factory() as session:
-        owners = {c.owner_id: (c.name, c.description, c.category)
-                  for c in session.scalars(select(Concept))}
+        owners = {
+            c.owner_id: (c.name, c.description, c.category)
+            for c in session.scalars(select(Concept))
+        }
         sets = list(session.scalars(select(EvaluationSet)))
     container.close()
     assert sorted(owners.values()) == [("bo", "a corgi", "dog")] * 2
@@ -111,30 +144,32 @@ def test_import_export_and_queries_from_the_command_line(cli_settings, tmp_path)
 
 
 def test_run_evaluates_a_version_in_process(cli_settings) -> None:  # type: ignore[no-untyped-def]
-    from app.container import build_container
+    from app.model_services import ModelLoading
     from app.services.concepts import Upload
-    from app.services.evaluation import EvaluationService
-    from app.setup import setup_retrieval
+    from app.wiring import build_container
 
     _users(cli_settings, "alice")
-    container = build_container(cli_settings)
+    container = build_container(cli_settings, ModelLoading.RETRIEVAL)
     try:
-        setup_retrieval(container)
         with container.session_factory() as session:
             owner = session.scalar(select(User).where(User.username == "alice"))
             bo = container.concepts.create(
-                session, owner, name="bo", category="dog",
-                uploads=[Upload(make_image(shape=i), f"{i}.png", "image/png") for i in range(2)])
-            container.concepts.set_image_flags(session, owner, bo.id, bo.images[1].id,
-                                               eval_only=True)
-            EvaluationService(container).create_heldout_set(session, owner, "heldout")
+                session,
+                owner,
+                name="bo",
+                category="dog",
+                uploads=[Upload(make_image(shape=i), f"{i}.png", "image/png") for i in range(2)],
+            )
+            container.concepts.set_image_flags(
+                session, owner, bo.id, bo.images[1].id, eval_only=True
+            )
+            container.evaluation_sets.create_heldout(session, owner, "heldout")
             from app.services.versions import VersionService
 
             base = VersionService(container.session_factory, "tiny").ensure_base(session)
     finally:
-        container.extras["retrieval"].close()
         container.close()
     r = runner.invoke(app, ["eval", "run", "--version", str(base.id), "--set", "heldout"])
     assert r.exit_code == 0, r.output
-    out = json.loads(r.stdout[r.stdout.index("{"):])
+    out = json.loads(r.stdout[r.stdout.index("{") :])
     assert out["state"] == "succeeded" and out["slots"] == 1 and out["setting"] == "skip"

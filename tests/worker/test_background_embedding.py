@@ -39,22 +39,21 @@ def test_photos_become_searchable_when_the_cpu_job_has_embedded_them(client, set
 def test_queue_down_keeps_the_registration_and_reembed_catches_up(settings_factory) -> None:
     from fastapi.testclient import TestClient
 
-    from app.container import build_container
     from app.main import create_app
-    from app.setup import setup_services
+    from app.model_services import ModelLoading
+    from app.wiring import build_container
     from tests.utils.server import free_port
 
     settings = settings_factory(
         retrieval={"background_embedding": True},
         worker={"broker_url": f"redis://127.0.0.1:{free_port()}/0"},
     )
-    container = build_container(settings)
-    setup_services(container)
+    container = build_container(settings, ModelLoading.ALL)
     with TestClient(create_app(container=container)) as client:
         headers = register(client, "anya")
         created = create_concept(client, headers, "bo", [fixture_photo("dog", 0)])
         assert created["name"] == "bo"
-        retrieval = container.extras["retrieval"]
+        retrieval = container.models.retrieval()
         assert retrieval.missing_embeddings_count() == 1
         retrieval.reembed(retrieval.embedder)
         assert _retrieved(client, headers) == ["bo"]

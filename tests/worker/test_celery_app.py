@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
+from app.queue import celery_config, create_celery_app
 from app.settings import Settings
-from worker.celery_app import celery_config, create_celery_app
 
 pytestmark = pytest.mark.nodb
 

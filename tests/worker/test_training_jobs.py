@@ -80,7 +80,7 @@ def test_retrain_activate_and_caption_with_the_new_version(client, settings) -> 
     assert r.status_code == 200, r.text
     assert r.json()["state"] == "active"
 
-    backend = client.app.state.container.extras["caption_backend"]
+    backend = client.app.state.container.models.loaded_backend()
     name = f"v{version_id}"
     assert name in backend.adapters
     # The trained LoRA really moved away from zero, so the adapter changes the model.

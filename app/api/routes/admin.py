@@ -10,7 +10,9 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import AdminUser, ContainerDep, SessionDep
 from app.api.routes.jobs import JobPublic, job_public
+from app.errors import NotFound
 from app.logging_setup import request_id_var
+from app.services.job_kinds import JobKind
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -50,7 +52,7 @@ async def create_training_job(
     container: ContainerDep,
 ) -> JobPublic:
     job = await run_in_threadpool(
-        container.extras["training"].create_job,
+        container.training.create_job,
         session,
         user,
         dataset=body.dataset,
@@ -69,14 +71,14 @@ async def upload_dataset(
 ) -> DatasetPublic:
     data = await file.read()
     meta = await run_in_threadpool(
-        container.extras["training"].store_dataset, file.filename or "dataset.jsonl", data
+        container.training.store_dataset, file.filename or "dataset.jsonl", data
     )
     return DatasetPublic(**meta)
 
 
 @router.get("/datasets", response_model=DatasetsPublic)
 def list_datasets(user: AdminUser, container: ContainerDep) -> DatasetsPublic:
-    found = [DatasetPublic(**m) for m in container.extras["training"].list_datasets()]
+    found = [DatasetPublic(**m) for m in container.training.list_datasets()]
     return DatasetsPublic(data=found, count=len(found))
 
 
@@ -87,12 +89,10 @@ def create_index_job(
     """``reembed``: embed every photo with the configured embedder (the old index keeps
     serving until it is done); ``rebuild``: rebuild the FAISS cache from stored embeddings.
     Both run on the ``cpu`` queue."""
-    kinds = {"reembed": "reembed", "rebuild": "rebuild_index"}
+    kinds = {"reembed": JobKind.REEMBED, "rebuild": JobKind.REBUILD_INDEX}
     if action not in kinds:
-        from app.errors import NotFound
-
         raise NotFound(f"Unknown index action {action!r}; use reembed or rebuild")
-    job = container.extras["jobs"].create(
+    job = container.jobs.create(
         session, kinds[action], {}, user, request_id=request_id_var.get()
     )
     return job_public(job)

@@ -16,7 +16,6 @@ from app.api.schemas import (
     UserCreate,
     UserPublic,
 )
-from app.errors import Forbidden
 from app.services import users as user_service
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -24,15 +23,7 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 
 @router.post("/register", response_model=UserPublic, status_code=status.HTTP_201_CREATED)
 def register(body: UserCreate, session: SessionDep, container: ContainerDep) -> UserPublic:
-    if not container.settings.auth.allow_registration:
-        raise Forbidden("Registration is closed on this server")
-    user = user_service.register(
-        session,
-        body.username,
-        body.password,
-        min_password_length=container.settings.auth.min_password_length,
-    )
-    session.commit()
+    user = user_service.sign_up(session, body.username, body.password, container.settings.auth)
     return UserPublic.model_validate(user)
 
 
@@ -48,7 +39,6 @@ def login_for_token(
     token, row = user_service.create_token(
         session, user, "login", ttl_days=container.settings.auth.token_ttl_days
     )
-    session.commit()
     return TokenResponse(access_token=token, expires_at=row.expires_at)
 
 
@@ -66,12 +56,10 @@ def list_tokens(user: CurrentUser, session: SessionDep) -> ApiTokensPublic:
 @router.post("/tokens", response_model=ApiTokenCreated, status_code=status.HTTP_201_CREATED)
 def create_token(body: TokenCreate, user: CurrentUser, session: SessionDep) -> ApiTokenCreated:
     token, row = user_service.create_token(session, user, body.name, ttl_days=body.ttl_days)
-    session.commit()
     return ApiTokenCreated(token=token, **ApiTokenPublic.model_validate(row).model_dump())
 
 
 @router.delete("/tokens/{token_id}", response_model=ApiTokenPublic)
 def revoke_token(token_id: int, user: CurrentUser, session: SessionDep) -> ApiTokenPublic:
     row = user_service.revoke_token(session, user, token_id)
-    session.commit()
     return ApiTokenPublic.model_validate(row)

@@ -8,12 +8,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile, status
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict
+from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import CaptionsDep, ContainerDep, CurrentUser, SessionDep
+from app.api.deps import CaptionBatchesDep, CaptionsDep, ContainerDep, CurrentUser, SessionDep
+from app.api.routes.jobs import job_public
 from app.api.uploads import read_valid_images
-from app.errors import InvalidInput, ServiceUnavailable
+from app.errors import InvalidInput
 from app.logging_setup import request_id_var
-from app.models import Caption
+from app.models import Caption, ModelVersion
+from app.services.caption_batches import MAX_BATCH
+from app.services.versions import adapter_name
 
 router = APIRouter(prefix="/captions", tags=["captions"])
 
@@ -58,13 +62,24 @@ class CaptionFeedback(BaseModel):
     edited_caption: str | None = None
 
 
-def caption_public(row: Caption, model_version: dict[str, Any] | None = None) -> CaptionPublic:
+def version_summary(version: ModelVersion | None) -> dict[str, Any] | None:
+    if version is None:
+        return None
+    return {
+        "id": version.id,
+        "name": version.name,
+        "adapter": adapter_name(version),
+        "base_model": version.base_model,
+    }
+
+
+def caption_public(row: Caption, model_version: ModelVersion | None = None) -> CaptionPublic:
     return CaptionPublic(
         id=row.id,
         caption=row.caption,
         question=row.question,
         concepts=[CaptionConcept(**c) for c in row.concepts or []],
-        model_version=model_version
+        model_version=version_summary(model_version)
         or ({"id": row.model_version_id} if row.model_version_id else None),
         model=row.model_name,
         backend=row.backend,
@@ -120,15 +135,12 @@ async def create_caption(
     return caption_public(outcome.caption, outcome.model_version)
 
 
-MAX_BATCH = 100
-
-
 @router.post("/batch", status_code=status.HTTP_202_ACCEPTED)
 async def create_caption_batch(
-    request: Request,
     user: CurrentUser,
     session: SessionDep,
     container: ContainerDep,
+    batches: CaptionBatchesDep,
     images: Annotated[list[UploadFile], File(description="Photos to caption (a cpu-queue job)")],
     concept_ids: Annotated[list[str], Form(description="Concepts to pin for every photo")] = [],  # noqa: B006
     question: Annotated[str | None, Form()] = None,
@@ -140,39 +152,20 @@ async def create_caption_batch(
     Every photo is validated before anything is stored; the captions appear in
     ``GET /api/captions`` as the job progresses.
     """
-    from app.api.routes.jobs import job_public
-
-    if not images:
-        raise InvalidInput("At least one image is required")
     if len(images) > MAX_BATCH:
         raise InvalidInput(f"Too many files: {len(images)} sent, at most {MAX_BATCH} per batch")
-    jobs = container.extras.get("jobs")
-    if jobs is None:
-        raise ServiceUnavailable("Background jobs are not configured on this server")
     valid = await read_valid_images(images, container.settings.storage)
-    pinned = _parse_ids(concept_ids)
-    captions_service = container.extras.get("captions")
-    if captions_service is not None and pinned:
-        captions_service.pinned_concepts(session, user, pinned)  # 404 for another user's concept
-    stored: list[tuple[str, bool]] = [container.store.put(v) for v in valid]
-    params = {
-        "owner_id": user.id,
-        "concept_ids": pinned,
-        "question": question,
-        "retrieve": retrieve,
-        "max_new_tokens": max_new_tokens,
-        "photos": [
-            {"path": path, "filename": v.filename, "sha256": v.sha256}
-            for (path, _), v in zip(stored, valid, strict=True)
-        ],
-    }
-    try:
-        job = jobs.create(session, "caption_batch", params, user, request_id=request_id_var.get())
-    except Exception:
-        for path, is_new in stored:
-            if is_new:
-                container.store.delete(path)
-        raise
+    job = await run_in_threadpool(
+        batches.create,
+        session,
+        user,
+        valid,
+        pinned_ids=_parse_ids(concept_ids),
+        question=question,
+        retrieve=retrieve,
+        max_new_tokens=max_new_tokens,
+        request_id=request_id_var.get(),
+    )
     return job_public(job).model_dump(mode="json")
 
 

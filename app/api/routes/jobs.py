@@ -81,7 +81,7 @@ def list_jobs(
     kind: str | None = None,
     state: str | None = None,
 ) -> JobsPublic:
-    rows, count = container.extras["jobs"].list(
+    rows, count = container.jobs.list(
         session, user, skip=skip, limit=limit, kind=kind, state=state
     )
     # Lists leave out the per-step history; GET /api/jobs/{id} has it.
@@ -92,11 +92,11 @@ def list_jobs(
 def get_job(
     job_id: int, user: CurrentUser, session: SessionDep, container: ContainerDep
 ) -> JobPublic:
-    return job_public(container.extras["jobs"].get(session, user, job_id))
+    return job_public(container.jobs.get(session, user, job_id))
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)
 def cancel_job(
     job_id: int, user: CurrentUser, session: SessionDep, container: ContainerDep
 ) -> JobPublic:
-    return job_public(container.extras["jobs"].cancel(session, user, job_id))
+    return job_public(container.jobs.cancel(session, user, job_id))

@@ -64,7 +64,7 @@ def list_versions(
     skip: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> ModelVersionsPublic:
-    rows, count = container.extras["versions"].list(session, skip=skip, limit=limit)
+    rows, count = container.versions.list(session, skip=skip, limit=limit)
     return ModelVersionsPublic(data=[version_public(v) for v in rows], count=count)
 
 
@@ -72,14 +72,14 @@ def list_versions(
 async def rollback(
     user: AdminUser, session: SessionDep, container: ContainerDep
 ) -> ModelVersionPublic:
-    return version_public(await container.extras["versions"].rollback(session, user))
+    return version_public(await container.versions.rollback(session, user))
 
 
 @router.get("/{version_id}", response_model=ModelVersionPublic)
 def get_version(
     version_id: int, user: CurrentUser, session: SessionDep, container: ContainerDep
 ) -> ModelVersionPublic:
-    return version_public(container.extras["versions"].get(session, version_id))
+    return version_public(container.versions.get(session, version_id))
 
 
 @router.post("/{version_id}/activate", response_model=ModelVersionPublic)
@@ -91,5 +91,5 @@ async def activate(
     body: ActivateRequest | None = None,
 ) -> ModelVersionPublic:
     force = body.force if body is not None else False
-    version = await container.extras["versions"].activate(session, version_id, user, force=force)
+    version = await container.versions.activate(session, version_id, user, force=force)
     return version_public(version)

@@ -1,4 +1,4 @@
-"""The caption backend interface: requests, results, health, errors and the factory.
+"""The caption backend interface: requests, results, health and errors.
 
 A backend turns a RePIC prompt (HF chat messages with ``{"type": "image"}`` placeholders and
 the PIL images beside them, see :mod:`app.ml.prompt`) into a caption. Two implementations:
@@ -10,7 +10,8 @@ the PIL images beside them, see :mod:`app.ml.prompt`) into a caption. Two implem
   transformers + PEFT in this process.
 
 Backends know nothing of the web layer: they raise the domain errors below and the app maps
-them to HTTP in one handler (:class:`BackendUnavailable` -> 503).
+them to HTTP in one handler (:class:`BackendUnavailable` -> 503). This module imports neither
+implementation; :func:`app.ml.backends.build_backend` picks one.
 """
 
 from __future__ import annotations
@@ -176,24 +177,3 @@ class CaptionBackend(abc.ABC):
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
-
-
-def build_backend(kind: str, **kwargs: Any) -> CaptionBackend:
-    """The backend of ``kind`` (``"inprocess"`` or ``"openai"``) built with ``kwargs``.
-
-    Implementations are imported here, lazily: the openai backend must not pull in torch.
-    """
-    match kind:
-        case "inprocess":
-            from app.ml.backends.inprocess import InProcessBackend
-
-            return InProcessBackend(**kwargs)
-        case "openai":
-            from app.ml.backends.openai_compat import OpenAICompatBackend
-
-            return OpenAICompatBackend(**kwargs)
-        case _:
-            raise ValueError(
-                f"unknown caption backend kind {kind!r}; expected one of: "
-                + ", ".join(BACKEND_KINDS)
-            )

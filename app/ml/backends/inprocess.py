@@ -4,7 +4,8 @@ The embedded default (DESIGN.md): no model server to run. Every model call happe
 dedicated worker thread, never on the event loop, so the web app keeps answering while a
 caption is generated; torch ``generate`` on one model is not safe to run concurrently, and an
 adapter switch must not happen in the middle of another request's generation, so adapter
-selection and generation run together under one lock on that thread.
+selection and generation run together under one lock on that thread: the model lock of
+:class:`~app.ml.base.InferenceModel`, which also makes ``load()`` idempotent.
 
 Adapters are PEFT LoRA folders (what the trainer saves). The first one wraps the base model
 in a ``PeftModel``; later ones are added beside it; switching is ``set_adapter`` (no reload of
@@ -17,12 +18,11 @@ import asyncio
 import contextlib
 import functools
 import logging
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from app.ml.backends.base import (
     AdapterLoadError,
@@ -34,6 +34,7 @@ from app.ml.backends.base import (
     CaptionResult,
     GenerationParams,
 )
+from app.ml.base import InferenceModel
 from app.ml.errors import ModelUnavailable
 from app.ml.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 from app.ml.tiny_vlm import is_tiny_model
@@ -46,7 +47,13 @@ _DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
 T = TypeVar("T")
 
 
-class InProcessBackend(CaptionBackend):
+class _VLM(NamedTuple):
+    #: The transformers model, never replaced while loaded (LoRA layers go into it in place).
+    model: Any
+    processor: Any
+
+
+class InProcessBackend(CaptionBackend, InferenceModel[_VLM]):
     """A Qwen2.5-VL-style model loaded with ``AutoModelForImageTextToText`` in this process.
 
     ``min_pixels``/``max_pixels`` override the processor's image bounds (use the training
@@ -74,13 +81,11 @@ class InProcessBackend(CaptionBackend):
         self.max_pixels = max_pixels
         self.local_files_only = local_files_only
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="caption-model")
-        self._lock = threading.Lock()
-        self._base: Any = None  # the transformers model, never replaced once loaded
-        self._model: Any = None  # ``_base`` or the PeftModel wrapping it
-        self._processor: Any = None
+        self._model: Any = None  # the loaded base model or the PeftModel wrapping it
         self._adapters: dict[str, str] = {}
         self._load_error: str | None = None
         self._closed = False
+        super().__init__()
 
     # -- threading --------------------------------------------------------------------------
 
@@ -99,27 +104,19 @@ class InProcessBackend(CaptionBackend):
     # -- loading ----------------------------------------------------------------------------
 
     @property
-    def loaded(self) -> bool:
-        return self._base is not None
-
-    @property
     def base_model(self) -> Any:
         """The transformers model; the same object before and after adapters are added."""
-        return self._base
+        state = self._state
+        return None if state is None else state.model
 
     @property
     def adapters(self) -> dict[str, str]:
         """Loaded adapters: name -> path."""
         return dict(self._adapters)
 
-    def load(self) -> None:
-        """Load model and processor (blocking; idempotent). Raises :class:`ModelUnavailable`."""
-        with self._lock:
-            self._load_locked()
-
     async def aload(self) -> None:
-        """:meth:`load` on the model thread (for the app's lifespan)."""
-        await self._run(self._load_locked)
+        """:meth:`load` (blocking) on the model thread, for the app's lifespan."""
+        await self._run(self._loaded_locked)
 
     def _missing_folder(self) -> str | None:
         """Why a model named by a filesystem path cannot load (``None`` for hub ids)."""
@@ -129,9 +126,8 @@ class InProcessBackend(CaptionBackend):
             return f"caption model folder {self.model_path} does not exist"
         return None
 
-    def _load_locked(self) -> None:
-        if self._base is not None:
-            return
+    def _load(self) -> _VLM:
+        """Model and processor (under the model lock). Raises :class:`ModelUnavailable`."""
         try:
             import torch
             from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -164,10 +160,9 @@ class InProcessBackend(CaptionBackend):
             if self.max_pixels is not None:
                 size["longest_edge"] = self.max_pixels
             processor.image_processor.size = size
-        model.to(self.device)  # type: ignore[arg-type]
+        model.to(self.device)  # type: ignore[arg-type]  # transformers' stub
         model.eval()
-        self._processor = processor
-        self._base = self._model = model
+        self._model = model
         self._load_error = None
         logger.info(
             "loaded caption model %s on %s in %.1f s",
@@ -175,6 +170,7 @@ class InProcessBackend(CaptionBackend):
             self.device,
             time.perf_counter() - started,
         )
+        return _VLM(model, processor)
 
     # -- generation -------------------------------------------------------------------------
 
@@ -218,8 +214,7 @@ class InProcessBackend(CaptionBackend):
     def _generate_locked(self, request: CaptionRequest) -> CaptionResult:
         import torch
 
-        self._load_locked()
-        processor = self._processor
+        base, processor = self._loaded_locked()
         started = time.perf_counter()
         text = processor.apply_chat_template(
             request.messages, add_generation_prompt=True, tokenize=False
@@ -228,7 +223,7 @@ class InProcessBackend(CaptionBackend):
             image if image.mode == "RGB" else image.convert("RGB") for image in request.images
         ]
         inputs = processor(text=[text], images=images or None, return_tensors="pt")
-        inputs = inputs.to(self._base.device)
+        inputs = inputs.to(base.device)
         prompt_tokens = int(inputs["input_ids"].shape[1])
         kwargs = self._generation_kwargs(request.params)
         if request.params.seed is not None:
@@ -253,7 +248,7 @@ class InProcessBackend(CaptionBackend):
         await self._run(self._load_adapter_locked, name, str(path))
 
     def _load_adapter_locked(self, name: str, path: str) -> None:
-        self._load_locked()
+        base = self._loaded_locked().model
         if self._adapters.get(name) == path:
             return
         if name in self._adapters:  # same name, new weights: replace
@@ -268,7 +263,7 @@ class InProcessBackend(CaptionBackend):
             else:
                 # Wraps (and injects LoRA layers into) the same base model object in place.
                 self._model = PeftModel.from_pretrained(
-                    self._base, path, adapter_name=name, is_trainable=False
+                    base, path, adapter_name=name, is_trainable=False
                 )
         except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
             raise AdapterLoadError(f"could not load adapter {name!r} from {path}: {exc}") from exc
@@ -287,7 +282,7 @@ class InProcessBackend(CaptionBackend):
                 # PEFT cannot run a PeftModel left with no adapter: strip the LoRA layers
                 # (no merge) and go back to the bare base model, the same object as before.
                 self._model.base_model.unload()
-                self._model = self._base
+                self._model = self._loaded_locked().model
             else:
                 self._model.delete_adapter(name)
         except (ValueError, KeyError, AttributeError) as exc:
@@ -316,5 +311,9 @@ class InProcessBackend(CaptionBackend):
         self._closed = True
         # Let a running generation finish on the model thread before dropping the model.
         await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
-        self._model = self._base = self._processor = None
+        self.unload()
+
+    def _after_unload(self) -> None:
+        # LoRA layers live inside the dropped base model: the adapters go with it.
+        self._model = None
         self._adapters.clear()

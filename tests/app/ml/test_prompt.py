@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import random
 
 import pytest
@@ -131,3 +132,38 @@ def test_prompt_text_for_logs() -> None:
         "<image>",
         "This is the query image. Q",
     ]
+
+
+def test_doctests_pass() -> None:
+    result = doctest.testmod(p)
+    assert result.attempted >= 6
+    assert result.failed == 0
+
+
+@pytest.mark.parametrize(
+    "raw,expected", [("<bo>", "bo"), (" <bo> ", "bo"), ("bo", "bo"), ("<bo", "<bo"), ("<>", "<>")]
+)
+def test_strip_name_is_the_inverse_of_format_name(raw: str, expected: str) -> None:
+    assert p.strip_name(raw) == expected
+    assert p.format_name(p.strip_name(raw)) == p.format_name(raw)
+
+
+@pytest.mark.parametrize(
+    "raw,ours,papers",
+    [
+        pytest.param("bo", "<bo>", "<bo>", id="bare"),
+        pytest.param("<bo>", "<bo>", "<bo>", id="bracketed"),
+        pytest.param("<>", "<<>>", "<>", id="empty-brackets-differ"),
+    ],
+)
+def test_the_paper_reading_differs_only_on_empty_brackets(raw: str, ours: str, papers: str) -> None:
+    assert p.format_name(raw) == ours
+    assert p.bracket_name(raw) == papers
+    assert p.strip_brackets(p.bracket_name(raw)) == ("" if raw == "<>" else "bo")
+
+
+def test_trainer_uses_the_shared_bracket_rules() -> None:
+    from trainer import evaluate, rewards
+
+    assert rewards.bracket_name is p.bracket_name
+    assert evaluate.strip_brackets is p.strip_brackets

@@ -9,16 +9,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from app.api.errors import http_status
 from app.errors import InvalidInput
 from app.models import Caption, Evaluation, EvaluationSet, Job, ModelVersion, User
 from app.services.concepts import Upload
-from app.services.evaluation import (
-    EvaluationGate,
-    GateRefused,
-    gate_check,
-    record_forced_activation,
-    slot_outcomes,
-)
+from app.services.evaluation_gate import EvaluationGate, GateRefused, gate_check
+from app.services.evaluation_scoring import slot_outcomes
 from app.settings import EvaluationSettings
 from tests.support.fake_vllm import FakeVLLM
 from tests.utils.images import make_image
@@ -33,16 +29,27 @@ def _user(container: Any, name: str = "root", admin: bool = True) -> User:
         return user
 
 
-def _concept(container: Any, owner: User, name: str, shapes: range, color: tuple[int, int, int],
-             held_out: int = 0) -> None:
+def _concept(
+    container: Any,
+    owner: User,
+    name: str,
+    shapes: range,
+    color: tuple[int, int, int],
+    held_out: int = 0,
+) -> None:
     with container.session_factory() as session:
         concept = container.concepts.create(
-            session, owner, name=name, description=f"the {name}", category="thing",
-            uploads=[Upload(make_image(color=color, shape=i), f"{i}.png", "image/png")
-                     for i in shapes])
-        for image in concept.images[len(concept.images) - held_out:]:
-            container.concepts.set_image_flags(session, owner, concept.id, image.id,
-                                               eval_only=True)
+            session,
+            owner,
+            name=name,
+            description=f"the {name}",
+            category="thing",
+            uploads=[
+                Upload(make_image(color=color, shape=i), f"{i}.png", "image/png") for i in shapes
+            ],
+        )
+        for image in concept.images[len(concept.images) - held_out :]:
+            container.concepts.set_image_flags(session, owner, concept.id, image.id, eval_only=True)
 
 
 def _world(container: Any) -> tuple[User, int, int]:
@@ -51,10 +58,9 @@ def _world(container: Any) -> tuple[User, int, int]:
     owner = _user(container)
     _concept(container, owner, "bo", range(3), (200, 80, 40), held_out=1)
     _concept(container, owner, "mug", range(2), (30, 90, 200), held_out=1)
-    service = container.extras["evaluations"]
     with container.session_factory() as session:
-        eval_set = service.create_heldout_set(session, owner, "heldout")
-        base = container.extras["versions"].ensure_base(session)
+        eval_set = container.evaluation_sets.create_heldout(session, owner, "heldout")
+        base = container.versions.ensure_base(session)
         return owner, eval_set.id, base.id
 
 
@@ -63,9 +69,15 @@ def _candidate(container: Any, tmp_path: Path, name: str = "cand") -> int:
     folder.mkdir(parents=True)
     (folder / "adapter_config.json").write_text("{}")
     with container.session_factory() as session:
-        return container.extras["versions"].register_candidate(
-            session, name=name, adapter_path=str(folder), base_model="base-model",
-            training_job_id=None, config={}, data_summary={}).id
+        return container.versions.register_candidate(
+            session,
+            name=name,
+            adapter_path=str(folder),
+            base_model="base-model",
+            training_job_id=None,
+            config={},
+            data_summary={},
+        ).id
 
 
 @pytest.fixture
@@ -76,14 +88,19 @@ def fake() -> Iterator[FakeVLLM]:
 
 @pytest.fixture
 def fake_container(settings_factory, fake):  # type: ignore[no-untyped-def]
-    from app.container import build_container
-    from app.setup import setup_services
+    from app.model_services import ModelLoading
+    from app.wiring import build_container
 
-    settings = settings_factory(caption={"backend": "openai", "model": "base-model",
-                                         "openai_base_urls": [fake.base_url],
-                                         "server_kind": "vllm", "max_retries": 0})
-    ctr = build_container(settings)
-    setup_services(ctr)
+    settings = settings_factory(
+        caption={
+            "backend": "openai",
+            "model": "base-model",
+            "openai_base_urls": [fake.base_url],
+            "server_kind": "vllm",
+            "max_retries": 0,
+        }
+    )
+    ctr = build_container(settings, ModelLoading.ALL)
     yield ctr
     ctr.close()
 
@@ -91,8 +108,9 @@ def fake_container(settings_factory, fake):  # type: ignore[no-untyped-def]
 def test_tiny_model_evaluation_stores_every_caption_and_metrics(container) -> None:  # type: ignore[no-untyped-def]
     owner, set_id, base_id = _world(container)
     seen: list[tuple[int, int]] = []
-    row = container.extras["evaluations"].run(base_id, set_id, {"setting": "skip"},
-                                              lambda d, t: seen.append((d, t)))
+    row = container.evaluations.run(
+        base_id, set_id, {"setting": "skip"}, lambda d, t: seen.append((d, t))
+    )
     assert row.state == "succeeded" and seen[-1] == (2, 2)
     with container.session_factory() as session:
         captions = list(session.scalars(select(Caption).where(Caption.evaluation_id == row.id)))
@@ -111,17 +129,17 @@ def test_tiny_model_evaluation_stores_every_caption_and_metrics(container) -> No
     assert summary["evaluation_id"] == row.id and summary["f1"] == metrics["f1"]
     # Evaluation captions are not the user's caption history.
     with container.session_factory() as session:
-        assert container.extras["captions"].list(session, owner)[1] == 0
+        assert container.models.captions().list(session, owner)[1] == 0
 
 
 def test_deterministic_captions_score_100(fake_container, fake) -> None:  # type: ignore[no-untyped-def]
     owner = _user(fake_container)
     _concept(fake_container, owner, "bo", range(3), (200, 80, 40), held_out=2)
     _concept(fake_container, owner, "mug", range(2), (30, 90, 200))
-    service = fake_container.extras["evaluations"]
+    service = fake_container.evaluations
     with fake_container.session_factory() as session:
-        eval_set = service.create_heldout_set(session, owner, "bo-only")
-        base = fake_container.extras["versions"].ensure_base(session)
+        eval_set = fake_container.evaluation_sets.create_heldout(session, owner, "bo-only")
+        base = fake_container.versions.ensure_base(session)
     row = service.run(base.id, eval_set.id, {"setting": "skip"})
     assert (row.metrics["precision"], row.metrics["recall"], row.metrics["f1"]) == (100, 100, 100)
     assert row.metrics["slots"] == 2 and row.metrics["grounding_strict"]["f1"] == 100
@@ -133,14 +151,14 @@ def test_deterministic_captions_score_100(fake_container, fake) -> None:  # type
 def test_candidate_is_captioned_with_its_adapter(fake_container, fake, tmp_path) -> None:  # type: ignore[no-untyped-def]
     _, set_id, _ = _world(fake_container)
     version_id = _candidate(fake_container, tmp_path)
-    fake_container.extras["evaluations"].run(version_id, set_id, {"setting": "retrieval"})
+    fake_container.evaluations.run(version_id, set_id, {"setting": "retrieval"})
     assert fake.loaded_adapters == {f"v{version_id}": str(tmp_path / "adapters" / "cand")}
     assert {body["model"] for body in fake.chat_requests} == {f"v{version_id}"}
 
 
 def test_wrong_demonstrations_score_the_demonstrated_names(fake_container, fake) -> None:  # type: ignore[no-untyped-def]
     owner, set_id, base_id = _world(fake_container)
-    row = fake_container.extras["evaluations"].run(base_id, set_id, {"setting": "wrong"})
+    row = fake_container.evaluations.run(base_id, set_id, {"setting": "wrong"})
     with fake_container.session_factory() as session:
         captions = list(session.scalars(select(Caption).where(Caption.evaluation_id == row.id)))
     # The <bo> photo gets <mug> as its demonstration and vice versa.
@@ -153,12 +171,15 @@ def test_wrong_demonstrations_score_the_demonstrated_names(fake_container, fake)
 
 def test_job_runner_runs_a_queued_evaluation(fake_container) -> None:  # type: ignore[no-untyped-def]
     owner, set_id, base_id = _world(fake_container)
-    service = fake_container.extras["evaluations"]
+    service = fake_container.evaluations
     with fake_container.session_factory() as session:
         evaluation, job = service.create_job(session, owner, base_id, "heldout", "skip")
-    assert (job.kind, job.queue, job.params["evaluation_id"]) == ("evaluation", "gpu",
-                                                                  evaluation.id)
-    fake_container.extras["jobs"].execute(job.id, job.celery_task_id, "test-worker")
+    assert (job.kind, job.queue, job.params["evaluation_id"]) == (
+        "evaluation",
+        "gpu",
+        evaluation.id,
+    )
+    fake_container.job_runtime.execute(job.id, job.celery_task_id, "test-worker")
     with fake_container.session_factory() as session:
         job = session.get(Job, job.id)
         evaluation = session.get(Evaluation, evaluation.id)
@@ -171,33 +192,41 @@ def test_another_users_set_is_not_found(fake_container) -> None:  # type: ignore
     _, set_id, base_id = _world(fake_container)
     other = _user(fake_container, "other")
     with fake_container.session_factory() as session, pytest.raises(Exception) as err:
-        fake_container.extras["evaluations"].create_job(session, other, base_id, set_id)
-    assert getattr(err.value, "status", None) == 404
+        fake_container.evaluations.create_job(session, other, base_id, set_id)
+    assert http_status(err.value) == 404
 
 
 def test_unknown_setting_is_refused(fake_container) -> None:  # type: ignore[no-untyped-def]
     _, set_id, base_id = _world(fake_container)
     with pytest.raises(InvalidInput):
-        fake_container.extras["evaluations"].run(base_id, set_id, {"setting": "sideways"})
+        fake_container.evaluations.run(base_id, set_id, {"setting": "sideways"})
 
 
-def test_post_training_hook_evaluates_candidate_and_active_on_gate_set(
-        settings_factory, fake, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from app.container import build_container
-    from app.setup import setup_services
+def test_post_training_hook_evaluates_candidate_and_active_on_gate_set(  # type: ignore[no-untyped-def]
+    settings_factory, fake, tmp_path
+) -> None:
+    from app.model_services import ModelLoading
+    from app.wiring import build_container
 
     settings = settings_factory(
-        caption={"backend": "openai", "model": "base-model", "openai_base_urls": [fake.base_url],
-                 "server_kind": "vllm", "max_retries": 0},
-        evaluation={"gate_set": "heldout", "gate_margin_f1": 1.0})
-    ctr = build_container(settings)
+        caption={
+            "backend": "openai",
+            "model": "base-model",
+            "openai_base_urls": [fake.base_url],
+            "server_kind": "vllm",
+            "max_retries": 0,
+        },
+        evaluation={"gate_set": "heldout", "gate_margin_f1": 1.0},
+    )
+    ctr = build_container(settings, ModelLoading.ALL)
     try:
-        setup_services(ctr)
         _, _, base_id = _world(ctr)
         version_id = _candidate(ctr, tmp_path)
-        out = ctr.extras["post_training_hook"](version_id, None)
+        out = ctr.evaluations.post_training(version_id, None)
         assert {(e["version_id"], e["setting"]) for e in out["evaluations"]} == {
-            (version_id, "skip"), (base_id, "skip")}
+            (version_id, "skip"),
+            (base_id, "skip"),
+        }
         assert out["gate"]["allowed"] is True
     finally:
         ctr.close()
@@ -208,13 +237,20 @@ def test_post_training_hook_evaluates_candidate_and_active_on_gate_set(
 
 @pytest.mark.nodb
 def test_slot_outcomes_sum_to_the_metric_counts() -> None:
-    records = [(["bo"], "<bo> naps."), (["bo", "anya"], "<anya> and a dog"),
-               (["anya"], "<bo> runs"), (["Bo"], "nobody here")]
+    records = [
+        (["bo"], "<bo> naps."),
+        (["bo", "anya"], "<anya> and a dog"),
+        (["anya"], "<bo> runs"),
+        (["Bo"], "nobody here"),
+    ]
     per = slot_outcomes(records, case_sensitive=False, mode="paper")
     outcomes = [o for p in per for o in p["slots"].values()]
     metric = grounding_metrics([{"image": "", "names": n, "caption": c} for n, c in records])
     assert (outcomes.count("correct"), outcomes.count("miss"), outcomes.count("none")) == (
-        metric.correct, metric.miss, metric.none)
+        metric.correct,
+        metric.miss,
+        metric.none,
+    )
     assert per[2] == {"mentioned": ["bo"], "slots": {"anya": "miss"}}
 
 
@@ -222,12 +258,14 @@ def test_slot_outcomes_sum_to_the_metric_counts() -> None:
 
 
 def _version(vid: int, results: dict[str, dict[str, Any]] | None = None) -> ModelVersion:
-    return ModelVersion(id=vid, name=f"n{vid}", base_model="m",
-                        evaluation={"results": results or {}})
+    return ModelVersion(
+        id=vid, name=f"n{vid}", base_model="m", evaluation={"results": results or {}}
+    )
 
 
-def _res(f1: float, set_name: str = "dreambooth", setting: str = "skip",
-         at: str = "2025-01-01") -> dict[str, Any]:
+def _res(
+    f1: float, set_name: str = "dreambooth", setting: str = "skip", at: str = "2025-01-01"
+) -> dict[str, Any]:
     return {"set": set_name, "setting": setting, "f1": f1, "at": at, "lower_is_better": False}
 
 
@@ -241,33 +279,47 @@ def test_gate_refuses_a_drop_beyond_the_margin_with_the_numbers() -> None:
     assert "v3 F1 82.1 < active v1 F1 90.4 - 1.0 on set 'dreambooth'" in decision.reason
     with pytest.raises(GateRefused) as err:
         EvaluationGate(cfg)(None, candidate, active)  # type: ignore[arg-type]
-    assert err.value.status == 409 and "82.1" in err.value.detail
+    assert http_status(err.value) == 409 and "82.1" in err.value.detail
 
 
 @pytest.mark.nodb
 def test_gate_allows_a_drop_within_the_margin() -> None:
     cfg = EvaluationSettings(gate_margin_f1=1.0, gate_set="dreambooth")
-    decision = gate_check(None, _version(3, {"dreambooth/skip": _res(89.5)}),  # type: ignore[arg-type]
-                          _version(1, {"dreambooth/skip": _res(90.4)}), cfg)
+    decision = gate_check(
+        None,  # type: ignore[arg-type]
+        _version(3, {"dreambooth/skip": _res(89.5)}),
+        _version(1, {"dreambooth/skip": _res(90.4)}),
+        cfg,
+    )
     assert decision.allowed and decision.candidate_f1 == 89.5
 
 
 @pytest.mark.nodb
 def test_gate_refuses_a_candidate_never_evaluated_on_the_gate_set() -> None:
     cfg = EvaluationSettings(gate_set="dreambooth")
-    decision = gate_check(None, _version(3, {"other/skip": _res(99, "other")}),  # type: ignore[arg-type]
-                          _version(1, {"dreambooth/skip": _res(90.4)}), cfg)
+    decision = gate_check(
+        None,  # type: ignore[arg-type]
+        _version(3, {"other/skip": _res(99, "other")}),
+        _version(1, {"dreambooth/skip": _res(90.4)}),
+        cfg,
+    )
     assert not decision.allowed and "no evaluation on set 'dreambooth'" in decision.reason
 
 
 @pytest.mark.nodb
 def test_gate_without_gate_set_uses_the_latest_common_set() -> None:
     cfg = EvaluationSettings(gate_set="")
-    candidate = _version(3, {"old/skip": _res(10, "old", at="2024"),
-                             "new/skip": _res(95, "new", at="2025")})
-    active = _version(1, {"old/skip": _res(90, "old", at="2024"),
-                          "new/skip": _res(94, "new", at="2025"),
-                          "new/wrong": {**_res(1, "new", "wrong"), "lower_is_better": True}})
+    candidate = _version(
+        3, {"old/skip": _res(10, "old", at="2024"), "new/skip": _res(95, "new", at="2025")}
+    )
+    active = _version(
+        1,
+        {
+            "old/skip": _res(90, "old", at="2024"),
+            "new/skip": _res(94, "new", at="2025"),
+            "new/wrong": {**_res(1, "new", "wrong"), "lower_is_better": True},
+        },
+    )
     decision = gate_check(None, candidate, active, cfg)  # type: ignore[arg-type]
     assert decision.allowed and decision.set_name == "new"
     assert gate_check(None, _version(3), active, cfg).allowed is False  # type: ignore[arg-type]
@@ -276,7 +328,7 @@ def test_gate_without_gate_set_uses_the_latest_common_set() -> None:
 
 async def test_activation_is_gated_and_force_is_recorded(fake_container, tmp_path) -> None:  # type: ignore[no-untyped-def]
     fake_container.settings.evaluation.gate_set = "dreambooth"
-    versions = fake_container.extras["versions"]
+    versions = fake_container.versions
     assert isinstance(versions.gate, EvaluationGate)
     admin = _user(fake_container)
     version_id = _candidate(fake_container, tmp_path)
@@ -290,10 +342,13 @@ async def test_activation_is_gated_and_force_is_recorded(fake_container, tmp_pat
             await versions.activate(session, version_id, admin)
         assert f"v{version_id} F1 82.1 < active v{base.id} F1 90.4 - 1.0" in err.value.detail
         assert versions.active(session).id == base.id
-        record_forced_activation(session, candidate, base, fake_container.settings, admin)
+        assert "forced_activations" not in candidate.evaluation
+        # activate(force=True) itself must record the override (the gate's forced()).
         await versions.activate(session, version_id, admin, force=True)
     with fake_container.session_factory() as session:
         candidate = session.get(ModelVersion, version_id)
         assert candidate.state == "active"
-        forced = candidate.evaluation["forced_activations"]
+        forced = candidate.evaluation.get("forced_activations")
+        assert forced is not None and len(forced) == 1
         assert forced[0]["by"] == "root" and forced[0]["gate"]["allowed"] is False
+        assert forced[0]["active_version_id"] == base.id

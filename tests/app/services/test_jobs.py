@@ -9,10 +9,12 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from app.container import build_container
 from app.errors import Conflict, NotFound, ServiceUnavailable
 from app.models import Job, User, utcnow
+from app.services.job_kinds import JobKind
+from app.services.job_runtime import JobOutcome, JobRuntime
 from app.services.jobs import BrokerUnavailable, JobService
+from app.wiring import build_container
 
 
 class FakeSender:
@@ -132,16 +134,15 @@ def test_training_cap_keeps_job_queued(env) -> None:  # type: ignore[no-untyped-
 def test_execute_runs_runner_and_writes_progress(env) -> None:  # type: ignore[no-untyped-def]
     container, jobs, sender, users = env
 
-    def runner(ctx: Any) -> dict[str, Any]:
+    def runner(ctx: Any) -> JobOutcome:
         for step in (1, 2):
             ctx.progress(step, 2, metrics={"loss": 0.5 / step},
                          history_row={"step": step, "loss": 0.5 / step}, eta_s=2.0 - step)
-        return {"answer": 42}
+        return JobOutcome({"answer": 42})
 
-    jobs.runners["reembed"] = runner
     with container.session_factory() as session:
         job = jobs.create(session, "reembed", {}, users["alice"])
-    jobs.execute(job.id, job.celery_task_id, "w1")
+    JobRuntime(jobs, {JobKind.REEMBED: runner}).execute(job.id, job.celery_task_id, "w1")
     with container.session_factory() as session:
         row = session.get(Job, job.id)
         assert row is not None
@@ -154,13 +155,12 @@ def test_execute_runs_runner_and_writes_progress(env) -> None:  # type: ignore[n
 def test_execute_marks_failed_with_the_error(env) -> None:  # type: ignore[no-untyped-def]
     container, jobs, sender, users = env
 
-    def runner(ctx: Any) -> dict[str, Any]:
+    def runner(ctx: Any) -> JobOutcome:
         raise RuntimeError("disk full")
 
-    jobs.runners["reembed"] = runner
     with container.session_factory() as session:
         job = jobs.create(session, "reembed", {}, users["alice"])
-    jobs.execute(job.id, job.celery_task_id, "w1")
+    JobRuntime(jobs, {JobKind.REEMBED: runner}).execute(job.id, job.celery_task_id, "w1")
     with container.session_factory() as session:
         row = session.get(Job, job.id)
         assert row is not None and row.state == "failed" and "disk full" in (row.error or "")
@@ -170,17 +170,16 @@ def test_cancel_of_running_job_reaches_the_runner(env) -> None:  # type: ignore[
     container, jobs, sender, users = env
     seen: dict[str, Any] = {}
 
-    def runner(ctx: Any) -> dict[str, Any]:
+    def runner(ctx: Any) -> JobOutcome:
         with container.session_factory() as session:
             jobs.cancel(session, users["alice"], ctx.job_id)
         ctx.progress(1, 10)
         seen["cancel"] = ctx.cancel_requested
-        return {"_cancelled": ctx.cancel_requested}
+        return JobOutcome({}, cancelled=ctx.cancel_requested)
 
-    jobs.runners["reembed"] = runner
     with container.session_factory() as session:
         job = jobs.create(session, "reembed", {}, users["alice"])
-    jobs.execute(job.id, job.celery_task_id, "w1")
+    JobRuntime(jobs, {JobKind.REEMBED: runner}).execute(job.id, job.celery_task_id, "w1")
     assert seen["cancel"] is True
     with container.session_factory() as session:
         row = session.get(Job, job.id)
@@ -191,18 +190,17 @@ def test_heartbeat_thread_keeps_the_job_alive(env) -> None:  # type: ignore[no-u
     container, jobs, sender, users = env
     beats: list[Any] = []
 
-    def runner(ctx: Any) -> dict[str, Any]:
+    def runner(ctx: Any) -> JobOutcome:
         time.sleep(2.5)
         with container.session_factory() as session:
             row = session.get(Job, ctx.job_id)
             beats.append(row.heartbeat_at if row else None)
-        return {}
+        return JobOutcome()
 
-    jobs.runners["reembed"] = runner
     with container.session_factory() as session:
         job = jobs.create(session, "reembed", {}, users["alice"])
         created = utcnow()
-    jobs.execute(job.id, job.celery_task_id, "w1")
+    JobRuntime(jobs, {JobKind.REEMBED: runner}).execute(job.id, job.celery_task_id, "w1")
     beat = beats[0]
     assert beat is not None
     assert beat.replace(tzinfo=dt.UTC) > created + dt.timedelta(seconds=0.5)

@@ -21,14 +21,7 @@ from app.services.rap_format import (
     info_text,
 )
 from tests.utils.images import make_image
-
-
-def _user(container: Any, name: str) -> User:
-    with container.session_factory() as session:
-        user = User(username=name, password_hash="x")
-        session.add(user)
-        session.commit()
-        return user
+from tests.utils.users import user_row
 
 
 def _write_db(root: Path, concepts: dict[str, dict[str, Any]], extra: dict[str, str] | None = None,
@@ -73,7 +66,7 @@ def _stored_files(container: Any) -> list[Path]:
 
 def test_import_creates_concepts_with_bare_names_photos_and_embeddings(container, tmp_path,
                                                                        ) -> None:  # type: ignore[no-untyped-def]
-    owner = _user(container, "anya")
+    owner = user_row(container, "anya")
     db = _write_db(tmp_path, {
         "<bo>": {"name": "<bo>", "image": ["bo/1.png", "bo/2.png"], "info": "a corgi",
                  "category": "dog"},
@@ -91,7 +84,7 @@ def test_import_creates_concepts_with_bare_names_photos_and_embeddings(container
 
 def test_missing_file_names_key_and_path_and_imports_nothing(container, tmp_path,
                                                              ) -> None:  # type: ignore[no-untyped-def]
-    owner = _user(container, "anya")
+    owner = user_row(container, "anya")
     db = _write_db(tmp_path, {
         "<bo>": {"name": "<bo>", "image": ["bo/1.png"], "info": "a corgi", "category": "dog"},
         "<mug>": {"name": "<mug>", "image": ["missing/1.png"], "info": "", "category": "cup"},
@@ -104,7 +97,7 @@ def test_missing_file_names_key_and_path_and_imports_nothing(container, tmp_path
 
 
 def test_unknown_key_in_path_to_concept_is_refused(container, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    owner = _user(container, "anya")
+    owner = user_row(container, "anya")
     db = _write_db(tmp_path, {"<bo>": {"name": "<bo>", "image": "bo/1.png", "info": "",
                                        "category": "dog"}}, extra={"x/1.png": "<ghost>"})
     with container.session_factory() as session, pytest.raises(ImportFormatError) as err:
@@ -115,7 +108,7 @@ def test_unknown_key_in_path_to_concept_is_refused(container, tmp_path) -> None:
 
 def test_existing_name_conflicts_by_default_and_merges_on_request(container, tmp_path,
                                                                   ) -> None:  # type: ignore[no-untyped-def]
-    owner = _user(container, "anya")
+    owner = user_row(container, "anya")
     with container.session_factory() as session:
         container.concepts.create(session, owner, name="bo", description="mine", category="dog",
                                   uploads=[Upload(make_image(shape=1), "a.png", "image/png")])
@@ -137,7 +130,7 @@ def test_existing_name_conflicts_by_default_and_merges_on_request(container, tmp
 
 def test_export_then_import_into_another_user_round_trips(container, tmp_path,
                                                           ) -> None:  # type: ignore[no-untyped-def]
-    alice, bob = _user(container, "alice"), _user(container, "bob")
+    alice, bob = user_row(container, "alice"), user_row(container, "bob")
     with container.session_factory() as session:
         bo = container.concepts.create(
             session, alice, name="bo", description="a corgi", category="dog",
@@ -161,7 +154,7 @@ def test_export_then_import_into_another_user_round_trips(container, tmp_path,
 
 def test_import_queries_copies_photos_and_checks_names(container, tmp_path,
                                                        ) -> None:  # type: ignore[no-untyped-def]
-    owner = _user(container, "anya")
+    owner = user_row(container, "anya")
     db = _write_db(tmp_path, {
         "<bo>": {"name": "<bo>", "image": "bo/1.png", "info": "", "category": "dog"},
         "<mug>": {"name": "<mug>", "image": "mug/1.png", "info": "", "category": "cup"}})
@@ -190,7 +183,7 @@ def test_import_queries_copies_photos_and_checks_names(container, tmp_path,
 
 
 def test_heldout_queries_are_the_eval_only_photos(container) -> None:  # type: ignore[no-untyped-def]
-    owner = _user(container, "anya")
+    owner = user_row(container, "anya")
     with container.session_factory() as session:
         bo = container.concepts.create(
             session, owner, name="bo", category="dog",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import io
 import shutil
 
@@ -36,7 +37,7 @@ def _image(data: bytes) -> Image.Image:
 
 
 def _retrieve(container, user, data_or_image, k=2):
-    service = container.extras["retrieval"]
+    service = container.models.retrieval()
     image = data_or_image if isinstance(data_or_image, Image.Image) else _image(data_or_image)
     with container.session_factory() as session:
         return service.retrieve(session, user, image, k)
@@ -95,7 +96,7 @@ def test_other_owners_concepts_are_never_retrieved(container, anya, dog_and_cat)
 
 
 def test_threshold_drops_weak_hits(container, settings, anya, dog_and_cat) -> None:
-    container.extras["retrieval"].settings.min_score = 0.999
+    container.models.retrieval().settings.min_score = 0.999
     unrelated = make_image(color=(0, 250, 0), size=(120, 90), shape=2)
     assert _retrieve(container, anya, unrelated).concepts == []
     assert [c.name for c in _retrieve(container, anya, fixture_photo("cat", 0)).concepts] == ["mia"]
@@ -110,13 +111,13 @@ def test_eval_only_photos_are_not_references(container, anya, dog_and_cat) -> No
 
 
 def test_registration_stores_embeddings_and_vectors_together(container, anya, dog_and_cat) -> None:
-    service = container.extras["retrieval"]
+    service = container.models.retrieval()
     assert service.store.ids() == _db_ids(container)
     assert len(_db_ids(container)) == 4
 
 
 def test_failed_commit_leaves_neither_rows_nor_vectors(container, anya, dog_and_cat) -> None:
-    service = container.extras["retrieval"]
+    service = container.models.retrieval()
     before = service.store.ids()
 
     def fail(session):
@@ -139,7 +140,7 @@ def test_deleting_a_concept_removes_its_vectors(container, anya, dog_and_cat) ->
     dog, _ = dog_and_cat
     with container.session_factory() as session:
         container.concepts.delete(session, anya, dog.id)
-    service = container.extras["retrieval"]
+    service = container.models.retrieval()
     assert service.store.ids() == _db_ids(container)
     assert all(c.name != "bo" for c in _retrieve(container, anya, fixture_photo("dog", 0)).concepts)
 
@@ -148,22 +149,21 @@ def test_deleting_a_photo_removes_its_vector(container, anya, dog_and_cat) -> No
     dog, _ = dog_and_cat
     with container.session_factory() as session:
         container.concepts.delete_image(session, anya, dog.id, dog.images[0].id)
-    assert dog.images[0].id not in container.extras["retrieval"].store.ids()
+    assert dog.images[0].id not in container.models.retrieval().store.ids()
 
 
 def _restart(settings):
-    from app.container import build_container
-    from app.setup import setup_services
+    from app.model_services import ModelLoading
+    from app.wiring import build_container
 
-    ctr = build_container(settings)
-    setup_services(ctr)
+    ctr = build_container(settings, ModelLoading.ALL)
     return ctr
 
 
 def test_start_rebuilds_from_db_after_index_files_are_deleted(
     container, settings, anya, dog_and_cat, monkeypatch
 ) -> None:
-    container.extras["retrieval"].save_now()
+    container.models.retrieval().save_now()
     shutil.rmtree(settings.index_dir)
     from app.ml.embedder import ClipEmbedder
 
@@ -173,7 +173,7 @@ def test_start_rebuilds_from_db_after_index_files_are_deleted(
     monkeypatch.setattr(ClipEmbedder, "embed_images", no_reembedding)
     restarted = _restart(settings)
     try:
-        service = restarted.extras["retrieval"]
+        service = restarted.models.retrieval()
         assert service.store.ids() == _db_ids(container)
     finally:
         restarted.close()
@@ -182,13 +182,13 @@ def test_start_rebuilds_from_db_after_index_files_are_deleted(
 def test_start_loads_a_consistent_cache_without_rebuilding(
     container, settings, anya, dog_and_cat
 ) -> None:
-    container.extras["retrieval"].save_now()
-    from app.container import build_container
-    from app.setup import setup_retrieval
+    container.models.retrieval().save_now()
+    from app.model_services import ModelLoading
+    from app.wiring import build_container
 
-    ctr = build_container(settings)
+    ctr = build_container(settings, ModelLoading.RETRIEVAL)
     try:
-        service = setup_retrieval(ctr)
+        service = ctr.models.retrieval()
         assert service.store.count() == 4
         report = service.start()
         assert report["outcome"] == "loaded"
@@ -199,7 +199,7 @@ def test_start_loads_a_consistent_cache_without_rebuilding(
 def test_start_rebuilds_when_the_cache_disagrees_with_the_db(
     container, settings, anya, dog_and_cat
 ) -> None:
-    service = container.extras["retrieval"]
+    service = container.models.retrieval()
     service.save_now()
     with container.session_factory() as session:  # a change the cache never saw
         victim = session.scalars(select(ImageEmbedding)).first()
@@ -207,7 +207,7 @@ def test_start_rebuilds_when_the_cache_disagrees_with_the_db(
         session.commit()
     restarted = _restart(settings)
     try:
-        assert restarted.extras["retrieval"].store.ids() == _db_ids(container)
+        assert restarted.models.retrieval().store.ids() == _db_ids(container)
     finally:
         restarted.close()
 
@@ -231,8 +231,8 @@ def test_reembed_switches_embedder_while_old_index_served(
     settings = settings_factory(embedder={"model_name": f"local-dir:{new_clip}", "pretrained": ""})
     restarted = _restart(settings)
     try:
-        service = restarted.extras["retrieval"]
-        old_id = container.extras["retrieval"].embedder_id
+        service = restarted.models.retrieval()
+        old_id = container.models.retrieval().embedder_id
         assert service.embedder_id == old_id  # the old index keeps serving
         assert any("reembed" in w for w in restarted.warnings)
         assert _retrieve(restarted, anya, fixture_photo("dog", 0)).concepts[0].name == "bo"
@@ -251,14 +251,14 @@ def test_reembed_switches_embedder_while_old_index_served(
         assert per_embedder == {old_id: 4, service.embedder_id: 4}
         # the first app instance follows the switch through the database
         assert _retrieve(container, anya, fixture_photo("dog", 1)).concepts[0].name == "bo"
-        assert container.extras["retrieval"].embedder_id == service.embedder_id
+        assert container.models.retrieval().embedder_id == service.embedder_id
     finally:
         restarted.close()
 
 
 def test_calibration_suggests_a_threshold(container, anya, dog_and_cat) -> None:
     with container.session_factory() as session:
-        report = container.extras["retrieval"].calibrate(session, anya)
+        report = container.models.retrieval().calibrate(session, anya)
     assert report["positives"] == 4 and report["negatives"] == 4
     assert -1.0 <= report["suggested_min_score"] <= 1.0
 
@@ -270,7 +270,15 @@ def test_quality_check_flags_duplicates(container, anya) -> None:
     _image(photo).save(buf, "PNG")  # same pixels, different bytes -> a near duplicate
     concept = _register(container, anya, "bo", [photo, buf.getvalue()])
     with container.session_factory() as session:
-        quality = container.extras["retrieval"].concept_quality(session, anya, concept)
+        quality = container.models.retrieval().concept_quality(session, anya, concept)
     assert any("duplicates" in w for w in quality.warnings)
     assert set(quality.per_image) == {i.id for i in concept.images}
     del rotated
+
+
+def test_concept_quality_doctests_pass() -> None:
+    from app.services import concept_quality
+
+    result = doctest.testmod(concept_quality)
+    assert result.attempted >= 5
+    assert result.failed == 0

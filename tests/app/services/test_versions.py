@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from app.container import build_container
+from app.api.errors import http_status
 from app.errors import Conflict, DomainError
 from app.ml.backends.openai_compat import OpenAICompatBackend
 from app.models import ModelVersion
 from app.services.versions import ActivationFailed, VersionService
+from app.wiring import build_container
 from tests.support.fake_vllm import FakeVLLM, fake_vllm_servers
 
 
@@ -36,8 +37,8 @@ async def backend(replicas: list[FakeVLLM]) -> AsyncIterator[OpenAICompatBackend
     await b.aclose()
 
 
-def _service(container: Any, backend: Any) -> VersionService:
-    return VersionService(container.session_factory, "base-model", lambda: backend)
+def _service(container: Any, backend: Any, gate: Any = None) -> VersionService:
+    return VersionService(container.session_factory, "base-model", lambda: backend, gate=gate)
 
 
 def _candidate(container: Any, service: VersionService, tmp_path: Path, name: str) -> int:
@@ -120,13 +121,20 @@ async def test_rollback_without_history_conflicts(container, backend) -> None:  
 
 
 async def test_gate_refuses_unless_forced(container, backend, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    service = _service(container, backend)
+    class Gate:
+        """Refuses every activation; records the forced ones (the gate is given to the
+        constructor: nothing is patched after construction)."""
+
+        def __call__(self, session: Any, candidate: ModelVersion,
+                     current: ModelVersion | None) -> None:
+            raise Conflict("F1 dropped by 3.0 points")
+
+        def forced(self, session: Any, candidate: ModelVersion, current: ModelVersion | None,
+                   actor: Any = None) -> None:
+            pass
+
+    service = _service(container, backend, Gate())
     vid = _candidate(container, service, tmp_path, "r1")
-
-    def gate(session: Any, candidate: ModelVersion, current: ModelVersion | None) -> None:
-        raise Conflict("F1 dropped by 3.0 points")
-
-    service.gate = gate
     with container.session_factory() as session:
         with pytest.raises(DomainError, match="F1 dropped"):
             await service.activate(session, vid, None)
@@ -156,6 +164,6 @@ async def test_activating_a_missing_version_is_404(container, backend) -> None: 
     service = _service(container, backend)
     with container.session_factory() as session, pytest.raises(DomainError) as err:
         await service.activate(session, 999, None)
-    assert err.value.status == 404
+    assert http_status(err.value) == 404
 
 

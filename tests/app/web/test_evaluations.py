@@ -37,8 +37,8 @@ def _evaluated(client: TestClient) -> tuple[int, int]:
                            json={"name": "heldout"}).json()
     container: Any = client.app.state.container  # type: ignore[attr-defined]
     with container.session_factory() as session:
-        base = container.extras["versions"].ensure_base(session)
-    service = container.extras["evaluations"]
+        base = container.versions.ensure_base(session)
+    service = container.evaluations
     service.run(base.id, eval_set["id"], {"setting": "skip"})
     row = service.run(base.id, eval_set["id"], {"setting": "skip"})
     return base.id, row.id
@@ -66,7 +66,7 @@ def test_versions_metrics_detail_and_compare_pages(client) -> None:  # type: ign
     container: Any = client.app.state.container  # type: ignore[attr-defined]
     with container.session_factory() as session:
         user = session.scalar(select(User).where(User.username == "root"))
-        service = container.extras["evaluations"]
+        service = container.evaluations
         evaluation = service.get(session, user, evaluation_id)
         failed = len(service.captions_of(session, evaluation, failures=True))
     assert failures.text.count('data-testid="eval-caption"') == failed

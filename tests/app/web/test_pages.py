@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-import re
-
 from fastapi.testclient import TestClient
 
 from tests.utils.images import fixture_photo
-
-PASSWORD = "correct horse battery"
-
-
-def _csrf(html: str) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert match, "no CSRF token in the page"
-    return match.group(1)
-
-
-def _browser_login(client: TestClient, username: str = "anya") -> None:
-    token = _csrf(client.get("/register").text)
-    r = client.post("/register", data={"username": username, "password": PASSWORD,
-                                       "password2": PASSWORD, "csrf_token": token})
-    assert r.status_code == 200 and "/concepts" in str(r.url)
+from tests.utils.users import browser_register, csrf_field
 
 
 def _create(client: TestClient, name: str, photos: list[bytes]) -> str:
-    token = _csrf(client.get("/concepts/new").text)
+    token = csrf_field(client.get("/concepts/new").text)
     r = client.post("/concepts/new", data={"name": name, "csrf_token": token},
                     files=[("images", (f"{i}.jpg", p, "image/jpeg")) for i, p in enumerate(photos)])
     assert r.status_code == 200, r.text
@@ -38,7 +22,7 @@ def test_anonymous_page_visit_redirects_to_login(client) -> None:
 
 
 def test_form_post_without_csrf_token_is_refused(client) -> None:
-    _browser_login(client)
+    browser_register(client)
     r = client.post("/concepts/new", data={"name": "bo"},
                     files=[("images", ("a.jpg", fixture_photo("dog", 0), "image/jpeg"))])
     assert r.status_code == 403
@@ -46,25 +30,25 @@ def test_form_post_without_csrf_token_is_refused(client) -> None:
 
 
 def test_api_call_with_session_cookie_needs_the_csrf_header(client) -> None:
-    _browser_login(client)
+    browser_register(client)
     files = [("images", ("a.jpg", fixture_photo("dog", 0), "image/jpeg"))]
     refused = client.post("/api/concepts", data={"name": "bo"}, files=files)
     assert refused.status_code == 403
-    token = _csrf(client.get("/concepts/new").text)
+    token = csrf_field(client.get("/concepts/new").text)
     ok = client.post("/api/concepts", data={"name": "bo"}, files=files,
                      headers={"X-CSRF-Token": token})
     assert ok.status_code == 201
 
 
 def test_concept_page_with_a_single_photo_renders(client) -> None:
-    _browser_login(client)
+    browser_register(client)
     url = _create(client, "bo", [fixture_photo("dog", 0)])
     page = client.get(url)
     assert page.status_code == 200 and "&lt;bo&gt;" in page.text
 
 
 def test_concept_page_warns_about_duplicate_photos(client) -> None:
-    _browser_login(client)
+    browser_register(client)
     photo = fixture_photo("dog", 0)
     import io
 
@@ -78,7 +62,7 @@ def test_concept_page_warns_about_duplicate_photos(client) -> None:
 
 
 def test_concept_page_warns_when_a_photo_looks_like_another_concept(client) -> None:
-    _browser_login(client)
+    browser_register(client)
     _create(client, "mia", [fixture_photo("cat", 0), fixture_photo("cat", 1)])
     url = _create(client, "bo", [fixture_photo("dog", 0), fixture_photo("cat", 2)])
     page = client.get(url).text

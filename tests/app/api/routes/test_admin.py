@@ -120,13 +120,12 @@ def own_redis():  # type: ignore[no-untyped-def]
 def test_broker_down_answers_503_and_creates_nothing(settings_factory, own_redis) -> None:  # type: ignore[no-untyped-def]
     from fastapi.testclient import TestClient
 
-    from app.container import build_container
     from app.main import create_app
-    from app.setup import setup_services
+    from app.model_services import ModelLoading
+    from app.wiring import build_container
 
     proc, url = own_redis
-    container = build_container(settings_factory(worker={"broker_url": url}))
-    setup_services(container)
+    container = build_container(settings_factory(worker={"broker_url": url}), ModelLoading.ALL)
     try:
         with TestClient(create_app(container=container)) as client:
             admin = make_admin(client, "root")

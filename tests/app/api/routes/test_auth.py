@@ -96,8 +96,8 @@ def test_cannot_revoke_another_users_token(client) -> None:
 def test_registration_can_be_closed(settings_factory) -> None:
     from fastapi.testclient import TestClient
 
-    from app.container import build_container
     from app.main import create_app
+    from app.wiring import build_container
 
     container = build_container(settings_factory(auth={"allow_registration": False}))
     with TestClient(create_app(container=container)) as c:

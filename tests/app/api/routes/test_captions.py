@@ -107,9 +107,9 @@ def test_bad_photo_is_refused(client, anya) -> None:
 
 
 def _openai_client(settings_factory, base_url: str, model: str):
-    from app.container import build_container
     from app.main import create_app
-    from app.setup import setup_services
+    from app.model_services import ModelLoading
+    from app.wiring import build_container
 
     settings = settings_factory(
         caption={
@@ -120,8 +120,7 @@ def _openai_client(settings_factory, base_url: str, model: str):
             "timeout_s": 5,
         }
     )
-    container = build_container(settings)
-    setup_services(container)
+    container = build_container(settings, ModelLoading.ALL)
     return container, TestClient(create_app(container=container))
 
 

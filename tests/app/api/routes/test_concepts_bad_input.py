@@ -103,8 +103,8 @@ def test_bad_create_is_refused_and_stores_nothing(client, anya, container, case)
 def test_file_over_size_limit_is_413(settings_factory) -> None:
     from fastapi.testclient import TestClient
 
-    from app.container import build_container
     from app.main import create_app
+    from app.wiring import build_container
 
     container = build_container(settings_factory(storage={"max_upload_bytes": 1000}))
     with TestClient(create_app(container=container)) as c:

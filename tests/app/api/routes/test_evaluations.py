@@ -41,7 +41,7 @@ def _run(client: TestClient, headers: dict[str, str], version_id: int, set_ref: 
     assert r.status_code == 201, r.text
     body = r.json()
     assert body["job"]["kind"] == "evaluation" and body["job"]["queue"] == "gpu"
-    jobs = client.app.state.container.extras["jobs"]  # type: ignore[attr-defined]
+    jobs = client.app.state.container.job_runtime  # type: ignore[attr-defined]
     jobs.execute(body["job"]["id"], None, "test-worker")
     job = client.get(f"/api/jobs/{body['job']['id']}", headers=headers).json()
     assert job["state"] == "succeeded", job["error"]

@@ -19,8 +19,8 @@ def test_ready_checks_database_and_storage(client) -> None:
 def test_ready_is_503_when_database_is_gone(settings_factory, tmp_path) -> None:
     from fastapi.testclient import TestClient
 
-    from app.container import build_container
     from app.main import create_app
+    from app.wiring import build_container
 
     settings = settings_factory(database={"url": f"sqlite:///{tmp_path}/missing/dir/x.db"})
     container = build_container(settings)
@@ -28,3 +28,17 @@ def test_ready_is_503_when_database_is_gone(settings_factory, tmp_path) -> None:
         r = c.get("/api/ready")
     assert r.status_code == 503
     assert r.json()["checks"]["database"].startswith("error")
+
+
+def test_ready_reports_the_caption_backend_and_the_broker(client) -> None:
+    body = client.get("/api/ready").json()
+    assert body["dependencies"]["broker"] == "ok"
+    assert body["dependencies"]["caption_backend"] == "ok"
+
+
+def test_domain_errors_carry_no_http_status() -> None:
+    from app.api.errors import http_status
+    from app.errors import ConceptNotFound, DomainError, ServiceUnavailable
+
+    assert not hasattr(DomainError("x"), "status")
+    assert (http_status(ConceptNotFound()), http_status(ServiceUnavailable("x"))) == (404, 503)

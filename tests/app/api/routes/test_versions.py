@@ -34,7 +34,7 @@ def test_activating_a_broken_adapter_keeps_base_and_says_why(client, tmp_path) -
     admin = make_admin(client, "root")
     container = client.app.state.container
     with container.session_factory() as session:
-        version = container.extras["versions"].register_candidate(
+        version = container.versions.register_candidate(
             session, name="broken", adapter_path=str(tmp_path / "missing"),
             base_model="m", training_job_id=None, config={}, data_summary={})
         vid = version.id

@@ -1,0 +1,5 @@
+"""``python -m app.cli``: the same command as ``repic``."""
+
+from app.cli import main
+
+main()

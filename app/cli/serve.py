@@ -1,0 +1,80 @@
+"""``repic serve`` and ``repic worker``: the long-running processes (web app, Celery worker)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from app.cli.context import current_settings, fail
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 1,
+    migrate: Annotated[bool, typer.Option(help="Upgrade the database first.")] = True,
+    reload: Annotated[bool, typer.Option(help="Reload on code changes (development).")] = False,
+) -> None:
+    """Run the web app (and, in the embedded profile, a local worker)."""
+    import uvicorn
+
+    settings = current_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if migrate:
+        from app.migrate import upgrade
+
+        upgrade(settings.database_url)
+    typer.echo(
+        f"RePIC on http://{host}:{port}  (data: {settings.data_dir}, db: "
+        f"{settings.database_url.split('@')[-1]})"
+    )
+    from worker.embedded import EmbeddedWorker, embedded_broker
+
+    local_worker = None
+    if settings.worker.embedded_worker and embedded_broker(settings):
+        # No broker configured: run the jobs on a local worker over the SQLite broker.
+        local_worker = EmbeddedWorker(settings).start()
+        typer.echo(f"local worker started (log: {local_worker.log_path})")
+    try:
+        uvicorn.run(
+            "app.asgi:app",
+            host=host,
+            port=port,
+            workers=workers if not reload else 1,
+            reload=reload,
+            proxy_headers=True,
+        )
+    finally:
+        if local_worker is not None:
+            local_worker.stop()
+
+
+def worker_cmd(
+    queues: Annotated[str, typer.Option(help="cpu, gpu or cpu,gpu.")] = "cpu",
+    pool: Annotated[
+        str | None,
+        typer.Option(
+            help="Celery pool; default prefork (gpu: one task per child, so CUDA lives and dies "
+            "in the child)."
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help="Parallel tasks (default: gpu 1, cpu the number of cores).")
+    ] = None,
+    loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
+) -> None:
+    """Start a Celery worker on the cpu or gpu queue (Flower works against the same broker)."""
+    wanted = [q.strip() for q in queues.split(",") if q.strip()]
+    if not wanted or any(q not in ("cpu", "gpu") for q in wanted):
+        fail("--queues must be cpu, gpu or cpu,gpu")
+    from worker.celery_app import app as celery_app
+
+    argv = ["worker", "-Q", ",".join(wanted), "--loglevel", loglevel, "--pool", pool or "prefork"]
+    if "gpu" in wanted:
+        argv += ["--concurrency", str(concurrency or 1)]
+        if (pool or "prefork") == "prefork":
+            argv += ["--max-tasks-per-child", "1"]
+    elif concurrency:
+        argv += ["--concurrency", str(concurrency)]
+    celery_app.worker_main(argv)

@@ -1,0 +1,71 @@
+"""Writing the vector index cache to disk: atomic saves under a lock shared by every process on
+the machine, coalesced so that a burst of uploads costs one write."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from app.ml.vector_store import OwnerVectorStore
+
+log = logging.getLogger(__name__)
+
+
+class IndexCacheWriter:
+    """Saves whatever store ``current_store`` returns at save time (it is replaced on rebuilds)."""
+
+    def __init__(
+        self,
+        index_dir: Path,
+        current_store: Callable[[], OwnerVectorStore],
+        save_delay_s: float = 1.0,
+    ) -> None:
+        self.index_dir = index_dir
+        self.current_store = current_store
+        self.save_delay_s = save_delay_s
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def _dir_lock(self) -> Iterator[None]:
+        self.index_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.index_dir / ".lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def save_now(self) -> None:
+        with self._lock, self._dir_lock():
+            self.current_store().save(self.index_dir)
+
+    def schedule_save(self, delay: float | None = None) -> None:
+        """Coalesce saves: many uploads in a burst cost one write of the cache."""
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+            timer = threading.Timer(
+                self.save_delay_s if delay is None else delay, self._save_safely
+            )
+            timer.daemon = True
+            self._timer = timer
+            timer.start()
+
+    def _save_safely(self) -> None:
+        try:
+            self.save_now()
+        except Exception:  # the cache is rebuilt from the DB at the next start anyway
+            log.exception("saving the index cache failed")
+
+    def close(self) -> None:
+        """Write a pending save now instead of dropping it."""
+        with self._lock:
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+            self._save_safely()

@@ -1,0 +1,402 @@
+"""Keeping the vector index in step with the database: which embedder serves, loading and
+verifying the cache at start, rebuilding it from stored rows, the index revision that lets app
+processes follow each other, and the writers of embeddings (photo hooks, the background job,
+re-embedding with a new embedder).
+
+The database holds every embedding (with its embedder id); the FAISS store is a cache that is
+saved atomically, checked against the database at start and rebuilt from the stored embeddings
+(never by re-embedding) when they disagree.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.ml.embedder import ClipEmbedder
+from app.ml.errors import VectorStoreError
+from app.ml.vector_store import OwnerVectorStore
+from app.models import ConceptImage, ImageEmbedding, IndexRevision
+from app.services.concepts import Transaction
+from app.services.embeddings import (
+    PhotoVector,
+    add_embeddings,
+    missing_count,
+    open_photos,
+    photos_without_embedding,
+    still_registered,
+    stored_vectors,
+)
+from app.services.index_cache import IndexCacheWriter
+from app.settings import RetrievalSettings
+from app.storage import ImageStore, ValidImage
+
+log = logging.getLogger(__name__)
+
+
+def void(_: object) -> None:
+    """Drop a return value (transaction actions return nothing)."""
+
+
+def embedder_spec(embedder: ClipEmbedder) -> dict[str, Any]:
+    """What another process needs to build the same embedder (stored with the revision)."""
+    return {"model_name": embedder.model_name, "pretrained": embedder.pretrained}
+
+
+class IndexSync:
+    """The serving embedder and the vector store of one process, kept equal to the database."""
+
+    def __init__(
+        self,
+        embedder: ClipEmbedder,
+        settings: RetrievalSettings,
+        session_factory: sessionmaker[Session],
+        image_store: ImageStore,
+        index_dir: Path,
+        batch_size: int = 32,
+        refresh_interval_s: float = 1.0,
+        save_delay_s: float = 1.0,
+        enqueue_embedding: Callable[[Sequence[int]], None] | None = None,
+    ) -> None:
+        self.embedder = embedder
+        self.settings = settings
+        self.session_factory = session_factory
+        self.image_store = image_store
+        self.batch_size = batch_size
+        self.refresh_interval_s = refresh_interval_s
+        self.store = OwnerVectorStore(embedder.dim, embedder.model_id, settings.approx_threshold)
+        self.cache = IndexCacheWriter(index_dir, lambda: self.store, save_delay_s)
+        self.revision = 0
+        self._stale = False
+        self._last_check = 0.0
+        self._refresh_lock = threading.Lock()
+        #: The configured embedder while an older one still serves (until ``reembed``).
+        self.target_embedder: ClipEmbedder | None = None
+        #: Queues a background embedding job for photo ids (``retrieval.background_embedding``).
+        self.enqueue_embedding = enqueue_embedding
+
+    @property
+    def embedder_id(self) -> str:
+        return self.embedder.model_id
+
+    @property
+    def index_dir(self) -> Path:
+        return self.cache.index_dir
+
+    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+        # No lock: inference never mutates the model, and torch releases the GIL while it
+        # computes, so concurrent requests embed in parallel instead of queueing.
+        return self.embedder.embed_images(list(images), batch_size=self.batch_size)
+
+    # -- start-up -------------------------------------------------------------------------
+    def follow_serving_embedder(self) -> str | None:
+        """Keep serving with the embedder the stored index was built with, if it changed.
+
+        Changing the configured embedder does not invalidate the index: the old embedder keeps
+        serving until ``repic index reembed`` has embedded every photo with the new one.
+        Returns a warning for the operator, or None.
+        """
+        with self.session_factory() as session:
+            row = session.get(IndexRevision, 1)
+            if row is None or not row.embedder_id or row.embedder_id == self.embedder_id:
+                return None
+            serving_id, spec = row.embedder_id, dict(row.embedder_spec or {})
+        try:
+            old = ClipEmbedder(
+                spec.get("model_name", ""), spec.get("pretrained"), device=self.embedder.device
+            )
+            if old.model_id != serving_id:
+                raise VectorStoreError(f"spec {spec} no longer gives {serving_id}")
+            old.load()
+        except Exception as exc:  # the old weights are gone: serve the configured one
+            log.warning(
+                "stored index uses embedder %s which cannot be loaded (%s); serving with %s",
+                serving_id,
+                exc,
+                self.embedder_id,
+            )
+            with self.session_factory() as session:
+                row = session.get(IndexRevision, 1)
+                assert row is not None
+                row.embedder_id, row.embedder_spec = self.embedder_id, embedder_spec(self.embedder)
+                row.revision += 1
+                session.commit()
+            return None
+        self.target_embedder = self.embedder
+        self.embedder = old
+        self.store = OwnerVectorStore(old.dim, old.model_id, self.settings.approx_threshold)
+        message = (
+            f"Embedder changed to {self.target_embedder.model_id}; still serving with "
+            f"{serving_id} until `repic index reembed` finishes."
+        )
+        log.warning("%s", message)
+        return message
+
+    def start(self) -> dict[str, Any]:
+        """Load the cached index, verify it against the DB, rebuild it from DB rows if needed."""
+        began = time.perf_counter()
+        with self.session_factory() as session:
+            self._ensure_revision_row(session)
+            expected = self._expected_ids(session)
+            revision = self._db_revision(session)
+        outcome = "loaded"
+        try:
+            loaded = OwnerVectorStore.load(self.index_dir)
+            report = loaded.verify(expected, self.embedder_id)
+            if report.ok:
+                self.store = loaded
+            else:
+                log.warning(
+                    "index cache disagrees with the database (%s); rebuilding from "
+                    "stored embeddings",
+                    "; ".join(report.reasons),
+                )
+                outcome = "rebuilt"
+                self.rebuild_from_db()
+        except (VectorStoreError, OSError, ValueError) as exc:
+            log.info("no usable index cache (%s); building it from stored embeddings", exc)
+            outcome = "rebuilt"
+            self.rebuild_from_db()
+        self.revision = revision
+        missing = self.missing_embeddings_count()
+        if missing:
+            log.warning(
+                "%d photos have no embedding from %s: run `repic index reembed`",
+                missing,
+                self.embedder_id,
+            )
+        return {
+            "outcome": outcome,
+            "vectors": self.store.count(),
+            "missing": missing,
+            "seconds": round(time.perf_counter() - began, 3),
+        }
+
+    def _ensure_revision_row(self, session: Session) -> None:
+        row = session.get(IndexRevision, 1)
+        if row is None:
+            session.add(
+                IndexRevision(
+                    id=1,
+                    revision=0,
+                    embedder_id=self.embedder_id,
+                    embedder_spec=embedder_spec(self.embedder),
+                )
+            )
+            session.commit()
+        elif not row.embedder_id:
+            row.embedder_id = self.embedder_id
+            row.embedder_spec = embedder_spec(self.embedder)
+            session.commit()
+
+    def _expected_ids(self, session: Session) -> dict[int, int]:
+        rows = session.execute(
+            select(ImageEmbedding.image_id, ImageEmbedding.owner_id).where(
+                ImageEmbedding.embedder_id == self.embedder_id
+            )
+        )
+        return {int(i): int(o) for i, o in rows}
+
+    def _db_revision(self, session: Session) -> int:
+        return int(session.scalar(select(IndexRevision.revision).where(IndexRevision.id == 1)) or 0)
+
+    def rebuild_from_db(self) -> int:
+        """Rebuild the whole cache from the stored embeddings of the serving embedder."""
+        with self.session_factory() as session:
+            vectors = stored_vectors(session, self.embedder_id, self.embedder.dim)
+            revision = self._db_revision(session)
+        store = OwnerVectorStore(
+            self.embedder.dim, self.embedder_id, self.settings.approx_threshold
+        )
+        store.rebuild([(v.owner_id, v.image_id, v.vector) for v in vectors])
+        self.store = store
+        self.revision = revision
+        self._stale = False
+        self.cache.schedule_save(0)
+        return len(vectors)
+
+    def missing_embeddings_count(self) -> int:
+        with self.session_factory() as session:
+            return missing_count(session, self.embedder_id)
+
+    # -- persistence of the cache -------------------------------------------------------
+    def save_now(self) -> None:
+        self.cache.save_now()
+
+    def close(self) -> None:
+        self.cache.close()
+
+    # -- keeping replicas in step -------------------------------------------------------
+    def _bump_revision(self, session: Session, tx: Transaction) -> None:
+        session.execute(
+            update(IndexRevision)
+            .where(IndexRevision.id == 1)
+            .values(revision=IndexRevision.revision + 1)
+        )
+        written = self._db_revision(session)
+
+        def after_commit() -> None:
+            if written == self.revision + 1:
+                self.revision = written
+            else:  # another replica changed the store meanwhile: refresh from the DB
+                self._stale = True
+            self.cache.schedule_save()
+
+        tx.on_commit.append(after_commit)
+
+    def maybe_refresh(self) -> None:
+        """Follow changes made by other app processes (checked at most once a second)."""
+        now = time.monotonic()
+        if not self._stale and now - self._last_check < self.refresh_interval_s:
+            return
+        self._last_check = now
+        with self.session_factory() as session:
+            row = session.get(IndexRevision, 1)
+            revision = int(row.revision) if row else 0
+            serving = (row.embedder_id, dict(row.embedder_spec or {})) if row else ("", {})
+        if serving[0] and serving[0] != self.embedder_id:
+            self._switch_embedder(*serving)
+        if revision != self.revision or self._stale:
+            with self._refresh_lock:
+                log.info(
+                    "index revision %s -> %s: refreshing from the database", self.revision, revision
+                )
+                self.rebuild_from_db()
+
+    def _switch_embedder(self, embedder_id: str, spec: dict[str, Any]) -> None:
+        """Another process re-embedded everything: serve with the embedder it switched to."""
+        with self._refresh_lock:
+            candidate = ClipEmbedder(
+                spec.get("model_name", ""), spec.get("pretrained"), device=self.embedder.device
+            )
+            if candidate.model_id != embedder_id:
+                log.error(
+                    "cannot follow the embedder switch to %s (spec %s gives %s)",
+                    embedder_id,
+                    spec,
+                    candidate.model_id,
+                )
+                return
+            candidate.load()
+            log.info("switching embedder %s -> %s", self.embedder_id, embedder_id)
+            self.embedder = candidate
+            self.rebuild_from_db()
+
+    # -- hooks of the concept service (one transaction with the DB) --------------------
+    def images_added(
+        self,
+        session: Session,
+        tx: Transaction,
+        owner_id: int,
+        rows: Sequence[ConceptImage],
+        images: Sequence[ValidImage],
+    ) -> None:
+        ids = [row.id for row in rows]
+        if self.settings.background_embedding and self.enqueue_embedding is not None:
+            # The rows commit now; a cpu-queue job embeds them (searchable once it is done).
+            tx.on_commit.append(lambda: self._enqueue_safely(ids))
+            return
+        vectors = self.embed([img.open() for img in images])
+        add_embeddings(
+            session,
+            self.embedder_id,
+            (PhotoVector(owner_id, i, v) for i, v in zip(ids, vectors, strict=True)),
+        )
+        self._bump_revision(session, tx)
+        session.flush()
+        self.store.add(owner_id, ids, vectors)
+        tx.on_rollback.append(lambda: void(self.store.remove(ids)))
+
+    def images_removed(
+        self, session: Session, tx: Transaction, owner_id: int, image_ids: Sequence[int]
+    ) -> None:
+        self._bump_revision(session, tx)
+        ids = list(image_ids)
+        tx.on_commit.insert(0, lambda: void(self.store.remove(ids)))
+
+    def _enqueue_safely(self, image_ids: list[int]) -> None:
+        if self.enqueue_embedding is None:
+            return
+        try:
+            self.enqueue_embedding(image_ids)
+        except Exception as exc:  # the photos stay registered; `repic index reembed` catches up
+            log.warning(
+                "could not queue embedding of photos %s (%s); run `repic index reembed` to "
+                "embed them",
+                image_ids,
+                exc,
+            )
+
+    # -- the background embedding job ----------------------------------------------------
+    def embed_pending(self, image_ids: Sequence[int]) -> dict[str, Any]:
+        """Embed the given photos that have no embedding from the serving embedder yet."""
+        with self.session_factory() as session:
+            todo = photos_without_embedding(session, self.embedder_id, among=image_ids)
+        if not todo:
+            return {"embedded": 0}
+        vectors = self.embed(open_photos(self.image_store, todo))
+        tx = Transaction()
+        with self.session_factory() as session:
+            added = still_registered(
+                session,
+                [
+                    PhotoVector(p.owner_id, p.image_id, v)
+                    for p, v in zip(todo, vectors, strict=True)
+                ],
+            )
+            add_embeddings(session, self.embedder_id, added)
+            self._bump_revision(session, tx)
+            session.commit()
+        for item in added:
+            self.store.add(item.owner_id, [item.image_id], item.vector[None, :])
+        tx.committed()
+        return {"embedded": len(added)}
+
+    # -- re-embedding with a new embedder -----------------------------------------------
+    def reembed(
+        self, target: ClipEmbedder, progress: Callable[[int, int], None] | None = None
+    ) -> dict[str, Any]:
+        """Embed every photo with ``target`` (stored beside the old rows), then switch to it.
+
+        The old index keeps serving throughout; photos added meanwhile are caught by a final
+        pass before the switch. Returns counts.
+        """
+        target_id = target.model_id
+        done = 0
+        for _pass in range(2):
+            with self.session_factory() as session:
+                todo = photos_without_embedding(session, target_id)
+            for start in range(0, len(todo), self.batch_size):
+                batch = todo[start : start + self.batch_size]
+                vectors = target.embed_images(
+                    open_photos(self.image_store, batch), batch_size=self.batch_size
+                )
+                with self.session_factory() as session:
+                    computed = [
+                        PhotoVector(p.owner_id, p.image_id, v)
+                        for p, v in zip(batch, vectors, strict=True)
+                    ]
+                    add_embeddings(session, target_id, still_registered(session, computed))
+                    session.commit()
+                done += len(batch)
+                if progress is not None:
+                    progress(done, len(todo))
+        with self.session_factory() as session:
+            row = session.get(IndexRevision, 1)
+            assert row is not None
+            row.embedder_id = target_id
+            row.embedder_spec = embedder_spec(target)
+            row.revision = row.revision + 1
+            session.commit()
+        self.embedder = target
+        self.rebuild_from_db()
+        return {"embedded": done, "embedder_id": target_id, "vectors": self.store.count()}

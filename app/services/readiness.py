@@ -1,0 +1,81 @@
+"""Readiness: can this process serve? The database and the image store must answer; the
+caption backend's and the broker's health are reported beside them (they may recover)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy import Engine, text
+
+from app.model_services import ModelServices
+from app.storage import ImageStore
+
+
+class BrokerProbe(Protocol):
+    def ping(self) -> str | None: ...
+
+
+@dataclass
+class ReadyReport:
+    ok: bool
+    checks: dict[str, str]
+    warnings: list[str]
+    models: dict[str, Any]
+    dependencies: dict[str, Any] = field(default_factory=dict)
+
+
+class ReadinessService:
+    def __init__(
+        self,
+        engine: Engine,
+        store: ImageStore,
+        models: ModelServices,
+        broker: BrokerProbe,
+        warnings: list[str],
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.models = models
+        self.broker = broker
+        self.warnings = warnings
+
+    def _database(self) -> str:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:  # any driver error means not ready
+            return f"error: {exc.__class__.__name__}"
+        return "ok"
+
+    def _storage(self) -> str:
+        root = self.store.root
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            probe = root / ".ready-probe"
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError as exc:
+            return f"error: {exc.strerror}"
+        return "ok"
+
+    async def check(self) -> ReadyReport:
+        database, storage, broker = await asyncio.gather(
+            asyncio.to_thread(self._database),
+            asyncio.to_thread(self._storage),
+            asyncio.to_thread(self.broker.ping),
+        )
+        checks = {"database": database, "storage": storage}
+        dependencies: dict[str, Any] = {"broker": broker or "ok"}
+        backend = self.models.loaded_backend()
+        if backend is not None:
+            health = await backend.health()
+            dependencies["caption_backend"] = "ok" if health.ok else f"error: {health.reason}"
+        return ReadyReport(
+            ok=all(v == "ok" for v in checks.values()),
+            checks=checks,
+            warnings=list(self.warnings),
+            models=self.models.status,
+            dependencies=dependencies,
+        )

@@ -1,0 +1,157 @@
+"""The composition root: builds every long-lived object of a process once, from the settings,
+handing each its collaborators through its constructor.
+
+Who builds what (see docs/architecture.md for the picture)::
+
+    settings -> engine, session factory, image store
+             -> CelerySender (app.queue)  -> JobService
+             -> ModelServices (retrieval, captioning; at start or on first use)
+             -> ConceptService(hooks = retrieval when loaded at start)
+             -> VersionService(gate = EvaluationGate)
+             -> EvaluationSetService
+             -> EvaluationService(sets, jobs, captions, retrieval)
+             -> TrainingService(jobs, versions, post_training = evaluation)
+             -> CaptionBatchService, IndexJobs
+             -> JobRuntime(jobs, {kind: runner})   (what worker tasks call)
+             -> ReadinessService
+
+Entry points (``app.main``, ``app.cli``, ``worker``) call :func:`build_container` and nothing
+else; nothing below this module imports it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from app.container import Container
+from app.db import make_engine, make_session_factory
+from app.logging_setup import request_id_var
+from app.model_services import ModelLoading, ModelServices
+from app.queue import CelerySender, create_celery_app
+from app.security import configure_password_hashing
+from app.services.caption_batches import CaptionBatchService
+from app.services.concepts import ConceptService, UploadLimits
+from app.services.evaluation import EvaluationService
+from app.services.evaluation_gate import EvaluationGate
+from app.services.evaluation_sets import EvaluationSetService
+from app.services.index_jobs import IndexJobs
+from app.services.job_kinds import JobKind
+from app.services.job_runtime import JobRuntime
+from app.services.jobs import JobService
+from app.services.readiness import ReadinessService
+from app.services.training import TrainingService
+from app.services.versions import VersionService, run_coroutine_sync
+from app.settings import Settings
+from app.storage import ImageStore
+
+log = logging.getLogger(__name__)
+
+
+def build_container(settings: Settings, models: ModelLoading = ModelLoading.NONE) -> Container:
+    """Everything one process needs. ``models`` says when the model services are built: the
+    app loads them all at start, a worker on first use, database-only tools never."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    configure_password_hashing(settings.auth.argon2_time_cost, settings.auth.argon2_memory_kib)
+    engine = make_engine(settings.database_url, settings.database.echo, settings.database.pool_size)
+    session_factory = make_session_factory(engine)
+    store = ImageStore(settings.images_dir)
+    warnings: list[str] = []
+
+    sender = CelerySender(create_celery_app(settings))
+    jobs = JobService(session_factory, settings.worker, sender)
+
+    def enqueue_embedding(image_ids: Sequence[int]) -> None:
+        with session_factory() as session:
+            jobs.create(
+                session,
+                JobKind.EMBED_IMAGES,
+                {"image_ids": list(image_ids)},
+                None,
+                request_id=request_id_var.get(),
+            )
+
+    model_services = ModelServices(
+        settings, session_factory, store, models, warnings, enqueue_embedding
+    )
+    closers = [sender.close, model_services.close]
+    try:
+        model_services.load()
+        concepts = ConceptService(
+            store,
+            UploadLimits(
+                max_bytes=settings.storage.max_upload_bytes,
+                max_pixels=settings.storage.max_image_pixels,
+                max_files=settings.storage.max_files_per_upload,
+            ),
+            hooks=model_services.loaded_retrieval(),
+        )
+        versions = VersionService(
+            session_factory,
+            base_model=model_services.served_model(),
+            backend_getter=model_services.loaded_backend,
+            gate=EvaluationGate(settings),
+        )
+        evaluation_sets = EvaluationSetService()
+        evaluations = EvaluationService(
+            settings,
+            session_factory,
+            store,
+            evaluation_sets,
+            jobs,
+            captions=model_services.captions,
+            retrieval=model_services.loaded_retrieval,
+        )
+        training = TrainingService(
+            settings,
+            session_factory,
+            jobs,
+            versions,
+            store,
+            served_model=model_services.served_model,
+            post_training=evaluations.post_training,
+        )
+        caption_batches = CaptionBatchService(
+            session_factory, store, settings.storage, jobs, model_services.captions
+        )
+        index_jobs = IndexJobs(model_services.retrieval)
+        runtime = JobRuntime(
+            jobs,
+            {
+                JobKind.TRAINING: training.run,
+                JobKind.EVALUATION: evaluations.run_job,
+                JobKind.REEMBED: index_jobs.reembed,
+                JobKind.CAPTION_BATCH: caption_batches.run,
+                JobKind.REBUILD_INDEX: index_jobs.rebuild,
+                JobKind.EMBED_IMAGES: index_jobs.embed_images,
+            },
+        )
+        if models is ModelLoading.ALL:
+            # An app replica started after an activation serves the active adapter too.
+            problem = run_coroutine_sync(versions.ensure_active_adapter_loaded())
+            if problem:
+                warnings.append(problem)
+    except BaseException:
+        for closer in reversed(closers):
+            closer()
+        engine.dispose()
+        raise
+    return Container(
+        settings=settings,
+        engine=engine,
+        session_factory=session_factory,
+        store=store,
+        models=model_services,
+        concepts=concepts,
+        sender=sender,
+        jobs=jobs,
+        job_runtime=runtime,
+        versions=versions,
+        evaluation_sets=evaluation_sets,
+        evaluations=evaluations,
+        training=training,
+        caption_batches=caption_batches,
+        readiness=ReadinessService(engine, store, model_services, sender, warnings),
+        warnings=warnings,
+        closers=closers,
+    )
