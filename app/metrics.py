@@ -98,7 +98,7 @@ class Metrics:
             log.warning("reading queue depth failed", exc_info=True)
         retrieval = container.models.loaded_retrieval()
         if retrieval is not None:
-            self.vectors.set(retrieval.store.count())
+            self.vectors.set(retrieval.index.store.count())
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

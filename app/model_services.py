@@ -126,7 +126,7 @@ class ModelServices:
 
     def close(self) -> None:
         if self._retrieval is not None:
-            self._retrieval.close()
+            self._retrieval.index.close()
 
     async def aclose(self) -> None:
         if self._backend is not None:
@@ -199,10 +199,10 @@ class ModelServices:
         service = RetrievalService(
             index=index, detector=self._load_detector(), settings=settings.retrieval
         )
-        switch_warning = service.follow_serving_embedder()
+        switch_warning = service.index.follow_serving_embedder()
         if switch_warning:
             self.warnings.append(switch_warning)
-        report = service.start()
+        report = service.index.start()
         log.info(
             "vector index %s: %s vectors in %.2fs",
             report["outcome"],

@@ -6,7 +6,7 @@ Who builds what (see docs/architecture.md for the picture)::
     settings -> engine, session factory, image store
              -> CelerySender (app.queue)  -> JobService
              -> ModelServices (retrieval, captioning; at start or on first use)
-             -> ConceptService(hooks = retrieval when loaded at start)
+             -> ConceptService(hooks = the retrieval index, when loaded at start)
              -> VersionService(gate = EvaluationGate)
              -> EvaluationSetService
              -> EvaluationService(sets, jobs, captions, retrieval)
@@ -77,6 +77,7 @@ def build_container(settings: Settings, models: ModelLoading = ModelLoading.NONE
     closers = [sender.close, model_services.close]
     try:
         model_services.load()
+        retrieval = model_services.loaded_retrieval()
         concepts = ConceptService(
             store,
             UploadLimits(
@@ -84,7 +85,8 @@ def build_container(settings: Settings, models: ModelLoading = ModelLoading.NONE
                 max_pixels=settings.storage.max_image_pixels,
                 max_files=settings.storage.max_files_per_upload,
             ),
-            hooks=model_services.loaded_retrieval(),
+            # The index follows photo changes in this process when it was loaded at start.
+            hooks=retrieval.index if retrieval is not None else None,
         )
         versions = VersionService(
             session_factory,

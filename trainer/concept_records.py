@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.ml.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
+from app.ml.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, target_size
 from app.ml.prompt import (
     DETAIL_QUESTION,
     format_name,
@@ -33,7 +33,7 @@ from app.ml.prompt import (
     strip_name,
     vlt_problem,
 )
-from trainer.model_view import model_view_size, scale_box
+from trainer.model_view import scale_box
 from trainer.records import DatasetError, TrainingRecord, name_slot
 from trainer.rewards import TASKS
 
@@ -169,7 +169,7 @@ class _Composer:
             canvas.paste(tile, (x, 0))
             boxes.append([x, 0, x + tile.width, height])
             x += tile.width + gap
-        view = model_view_size(width, height, self.options.min_pixels, self.options.max_pixels)
+        view = target_size(width, height, self.options.min_pixels, self.options.max_pixels)
         canvas = canvas.resize(view, Image.Resampling.BICUBIC)
         boxes = [scale_box(b, (width, height), view) for b in boxes]
         out = self.out_dir / f"composite_{self.count:05d}.jpg"
@@ -311,7 +311,7 @@ def build_concept_records(
 
             with Image.open(path) as img:
                 size = img.size
-            view = model_view_size(*size, options.min_pixels, options.max_pixels)
+            view = target_size(*size, options.min_pixels, options.max_pixels)
             box = scale_box(concept.box_for(path) or (0, 0, *size), size, view)
             return TrainingRecord(
                 [path],

@@ -1,4 +1,5 @@
-"""Images as Qwen2.5-VL sees them under serving's pixel bounds: sizes, boxes, loading.
+"""Images as Qwen2.5-VL sees them under serving's pixel bounds: boxes and loading (the size
+itself is :func:`app.ml.images.target_size`, serving's rule).
 
 VLT boxes are in absolute pixels of the model's view (the paper's convention), and training
 resizes every image to that view before the processor does, so the processor's own resize is
@@ -11,24 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.ml.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, fit_pixels, target_size
+from app.ml.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, fit_pixels
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
-
-
-def model_view_size(
-    width: int,
-    height: int,
-    min_pixels: int = DEFAULT_MIN_PIXELS,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-) -> tuple[int, int]:
-    """``(width, height)`` of an image as Qwen2.5-VL sees it under the given pixel bounds.
-
-    Serving's own bound (:func:`app.ml.images.target_size`, Qwen's ``smart_resize``): sides
-    multiples of 28, area within the bounds, aspect kept.
-    """
-    return target_size(width, height, min_pixels, max_pixels)
 
 
 def scale_box(

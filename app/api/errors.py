@@ -18,7 +18,7 @@ from app.errors import (
     UnsupportedMedia,
     UpstreamFailed,
 )
-from app.ml.backends.base import BackendError, BackendUnavailable, CaptionBackendError
+from app.ml.backends.base import BackendUnavailable, CaptionBackendError
 from app.ml.errors import ModelUnavailable
 
 #: Most specific first; a DomainError of no listed kind is a 400.
@@ -51,8 +51,6 @@ def as_domain_error(exc: Exception) -> DomainError:
         return exc
     if isinstance(exc, BackendUnavailable | ModelUnavailable):
         return ServiceUnavailable(f"The caption model is unavailable: {exc}")
-    if isinstance(exc, BackendError):
-        return ServiceUnavailable(f"The caption model failed: {exc}")
     if isinstance(exc, CaptionBackendError):
         return ServiceUnavailable(f"The caption model failed: {exc}")
     raise TypeError(f"not an expected error: {exc!r}")

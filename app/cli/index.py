@@ -35,10 +35,10 @@ def index_verify() -> None:
         typer.echo(
             json.dumps(
                 {
-                    "vectors": service.store.count(),
-                    "revision": service.revision,
-                    "embedder": service.embedder_id,
-                    "missing_embeddings": service.missing_embeddings_count(),
+                    "vectors": service.index.store.count(),
+                    "revision": service.index.revision,
+                    "embedder": service.index.embedder_id,
+                    "missing_embeddings": service.index.missing_embeddings_count(),
                 }
             )
         )
@@ -48,8 +48,8 @@ def index_verify() -> None:
 def index_rebuild() -> None:
     """Rebuild the index cache from the embeddings stored in the database (no re-embedding)."""
     with _open_retrieval() as (_, service):
-        n = service.rebuild_from_db()
-        service.save_now()
+        n = service.index.rebuild_from_db()
+        service.index.save_now()
         typer.echo(f"rebuilt index with {n} vectors")
 
 
@@ -57,17 +57,17 @@ def index_rebuild() -> None:
 def index_reembed() -> None:
     """Embed every photo with the configured embedder, then switch serving to it."""
     with _open_retrieval() as (_, service):
-        target = service.target_embedder or service.embedder
-        if service.target_embedder is None and service.missing_embeddings_count() == 0:
-            typer.echo(f"every photo already has an embedding from {service.embedder_id}")
+        target = service.index.target_embedder or service.index.embedder
+        if service.index.target_embedder is None and service.index.missing_embeddings_count() == 0:
+            typer.echo(f"every photo already has an embedding from {service.index.embedder_id}")
             return
         target.load()
 
         def progress(done: int, total: int) -> None:
             typer.echo(f"\rembedded {done}/{total}", nl=False)
 
-        report = service.reembed(target, progress)
-        service.save_now()
+        report = service.index.reembed(target, progress)
+        service.index.save_now()
         typer.echo(f"\n{json.dumps(report)}")
 
 

@@ -30,6 +30,14 @@ MAX_BATCH = 100
 PHOTO_ERRORS = (DomainError, CaptionBackendError, ModelUnavailable, OSError)
 
 
+def check_batch_size(count: int) -> None:
+    """Refuse an empty or oversized batch (callers check before reading the files, too)."""
+    if count == 0:
+        raise InvalidInput("At least one image is required")
+    if count > MAX_BATCH:
+        raise InvalidInput(f"Too many files: {count} sent, at most {MAX_BATCH} per batch")
+
+
 class CaptionBatchService:
     def __init__(
         self,
@@ -59,12 +67,7 @@ class CaptionBatchService:
     ) -> Job:
         """Store the (already validated) photos and queue the job, as one unit: a job that
         cannot be queued leaves no new file behind."""
-        if not photos:
-            raise InvalidInput("At least one image is required")
-        if len(photos) > MAX_BATCH:
-            raise InvalidInput(
-                f"Too many files: {len(photos)} sent, at most {MAX_BATCH} per batch"
-            )
+        check_batch_size(len(photos))
         pinned = list(pinned_ids)
         owned_concepts(session, owner, pinned)  # 404 for another user's concept
         stored: builtins.list[tuple[str, bool]] = [self.store.put(p) for p in photos]

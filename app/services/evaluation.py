@@ -121,7 +121,7 @@ class EvaluationService:
             evaluation_set_id=eval_set.id,
             settings={"setting": setting, "k": k},
             metrics={},
-            state="queued",
+            state=EvaluationState.QUEUED,
         )
         session.add(evaluation)
         session.commit()
@@ -169,14 +169,16 @@ class EvaluationService:
                 self._run_async(evaluation.id, setting, k, progress, should_stop)
             )
         except BaseException as exc:
-            self._set_state(evaluation.id, "failed", {"error": f"{type(exc).__name__}: {exc}"})
+            self._set_state(
+                evaluation.id, EvaluationState.FAILED, {"error": f"{type(exc).__name__}: {exc}"}
+            )
             raise
         with self.session_factory() as session:
             row = session.get(Evaluation, evaluation.id)
             assert row is not None
             row.state = state
             row.metrics = metrics
-            if state == "succeeded":
+            if state == EvaluationState.SUCCEEDED:
                 self._merge_into_version(session, row, metrics)
             session.commit()
             log.info(
@@ -217,7 +219,7 @@ class EvaluationService:
             else:
                 # A retried job starts over: the captions of the failed attempt go.
                 session.execute(delete(Caption).where(Caption.evaluation_id == row.id))
-            row.state = "running"
+            row.state = EvaluationState.RUNNING
             row.metrics = {}
             if job_id is not None:
                 row.job_id = job_id
@@ -246,7 +248,8 @@ class EvaluationService:
         run = await self.captioner.caption(evaluation_id, setting, k, progress, should_stop)
         metrics = self._score(run, setting, k)
         metrics["cancelled"] = run.cancelled
-        return ("cancelled" if run.cancelled else "succeeded"), metrics
+        state = EvaluationState.CANCELLED if run.cancelled else EvaluationState.SUCCEEDED
+        return state, metrics
 
     def _score(self, run: CaptionedRun, setting: str, k: int | None) -> dict[str, Any]:
         """The run's metrics; each caption row gets its ``scores``."""
@@ -352,7 +355,7 @@ class EvaluationService:
             .where(
                 Evaluation.model_version_id == version_id,
                 Evaluation.evaluation_set_id == set_id,
-                Evaluation.state == "succeeded",
+                Evaluation.state == EvaluationState.SUCCEEDED,
             )
             .order_by(Evaluation.id.desc())
         ):

@@ -161,8 +161,8 @@ def clip_scores(
     if retrieval is None:
         return ClipScores({"clip_score": None, "clip_score_unavailable": "no embedder configured"})
     try:
-        image_vectors = retrieval.embedder.embed_images(list(images))
-        text_vectors = retrieval.embedder.embed_texts(list(texts))
+        image_vectors = retrieval.index.embedder.embed_images(list(images))
+        text_vectors = retrieval.index.embedder.embed_texts(list(texts))
         scores = clip_score(image_vectors, text_vectors)
     except Exception as exc:  # CLIPScore is a side metric: never fail the run for it
         log.warning("CLIPScore failed: %s", exc)
@@ -171,7 +171,7 @@ def clip_scores(
         )
     summary = {
         "clip_score": round(sum(scores) / len(scores), 4),
-        "clip_embedder": retrieval.embedder_id,
+        "clip_embedder": retrieval.index.embedder_id,
     }
     return ClipScores(summary, list(scores))
 

@@ -34,12 +34,14 @@ class ReadinessService:
         models: ModelServices,
         broker: BrokerProbe,
         warnings: list[str],
+        broker_timeout_s: float = 2.0,
     ) -> None:
         self.engine = engine
         self.store = store
         self.models = models
         self.broker = broker
         self.warnings = warnings
+        self.broker_timeout_s = broker_timeout_s
 
     def _database(self) -> str:
         try:
@@ -60,11 +62,21 @@ class ReadinessService:
             return f"error: {exc.strerror}"
         return "ok"
 
+    async def _broker(self) -> str | None:
+        # A hung broker answers nothing until the client's socket timeout (10 s): readiness
+        # must not wait that long (probes have their own, shorter timeouts).
+        try:
+            return await asyncio.wait_for(
+                asyncio.to_thread(self.broker.ping), self.broker_timeout_s
+            )
+        except TimeoutError:
+            return f"error: no answer within {self.broker_timeout_s:g} s"
+
     async def check(self) -> ReadyReport:
         database, storage, broker = await asyncio.gather(
             asyncio.to_thread(self._database),
             asyncio.to_thread(self._storage),
-            asyncio.to_thread(self.broker.ping),
+            self._broker(),
         )
         checks = {"database": database, "storage": storage}
         dependencies: dict[str, Any] = {"broker": broker or "ok"}

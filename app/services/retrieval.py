@@ -10,7 +10,6 @@ upkeep (:mod:`app.services.index_sync`) through its ``index``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,8 +20,6 @@ from sqlalchemy.orm import Session
 
 from app.errors import InvalidInput
 from app.ml.detector import Detector
-from app.ml.embedder import ClipEmbedder
-from app.ml.vector_store import OwnerVectorStore
 from app.models import Concept, ConceptImage, ImageEmbedding, User
 from app.services.concept_quality import (
     ConceptQuality,
@@ -31,11 +28,9 @@ from app.services.concept_quality import (
     calibration,
     concept_quality,
 )
-from app.services.concepts import Transaction
 from app.services.embeddings import to_vector
 from app.services.index_sync import IndexSync
 from app.settings import RetrievalSettings
-from app.storage import ValidImage
 
 
 @dataclass
@@ -73,69 +68,6 @@ class RetrievalService:
         self.index = index
         self.detector = detector
         self.settings = settings
-
-    # -- the index, as callers (CLI, metrics, evaluation, jobs) know it -----------------
-    @property
-    def embedder(self) -> ClipEmbedder:
-        return self.index.embedder
-
-    @property
-    def embedder_id(self) -> str:
-        return self.index.embedder_id
-
-    @property
-    def target_embedder(self) -> ClipEmbedder | None:
-        return self.index.target_embedder
-
-    @property
-    def store(self) -> OwnerVectorStore:
-        return self.index.store
-
-    @property
-    def revision(self) -> int:
-        return self.index.revision
-
-    def follow_serving_embedder(self) -> str | None:
-        return self.index.follow_serving_embedder()
-
-    def start(self) -> dict[str, Any]:
-        return self.index.start()
-
-    def rebuild_from_db(self) -> int:
-        return self.index.rebuild_from_db()
-
-    def missing_embeddings_count(self) -> int:
-        return self.index.missing_embeddings_count()
-
-    def save_now(self) -> None:
-        self.index.save_now()
-
-    def close(self) -> None:
-        self.index.close()
-
-    def embed_pending(self, image_ids: Sequence[int]) -> dict[str, Any]:
-        return self.index.embed_pending(image_ids)
-
-    def reembed(
-        self, target: ClipEmbedder, progress: Callable[[int, int], None] | None = None
-    ) -> dict[str, Any]:
-        return self.index.reembed(target, progress)
-
-    # -- hooks of the concept service (``ImageHooks``) ----------------------------------
-    def images_added(
-        self,
-        session: Session,
-        tx: Transaction,
-        owner_id: int,
-        rows: Sequence[ConceptImage],
-        images: Sequence[ValidImage],
-    ) -> None:
-        self.index.images_added(session, tx, owner_id, rows, images)
-
-    def images_removed(
-        self, session: Session, tx: Transaction, owner_id: int, image_ids: Sequence[int]
-    ) -> None:
-        self.index.images_removed(session, tx, owner_id, image_ids)
 
     # -- retrieval -----------------------------------------------------------------------
     def retrieve(

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+
 class ActivationGate(Protocol):
     """The promotion gate: ``gate(session, candidate, current)`` raises a DomainError to
     refuse an activation; ``forced`` records an activation an admin forced past it."""
@@ -116,9 +117,16 @@ class VersionService:
             return active
         if session.scalar(select(func.count()).select_from(ModelVersion)):
             return None
-        base = ModelVersion(name="base", base_model=self.base_model, adapter_path=None,
-                            state="active", activated_at=utcnow(), config={},
-                            data_summary={}, evaluation={})
+        base = ModelVersion(
+            name="base",
+            base_model=self.base_model,
+            adapter_path=None,
+            state=VersionState.ACTIVE,
+            activated_at=utcnow(),
+            config={},
+            data_summary={},
+            evaluation={},
+        )
         session.add(base)
         try:
             session.commit()
@@ -131,12 +139,17 @@ class VersionService:
     def active(self, session: Session) -> ModelVersion | None:
         return active_version(session)
 
-    def list(self, session: Session, skip: int = 0, limit: int = 50,
-             ) -> tuple[list[ModelVersion], int]:
+    def list(
+        self,
+        session: Session,
+        skip: int = 0,
+        limit: int = 50,
+    ) -> tuple[list[ModelVersion], int]:
         self.ensure_base(session)
         count = session.scalar(select(func.count()).select_from(ModelVersion)) or 0
         rows = session.scalars(
-            select(ModelVersion).order_by(ModelVersion.id.desc()).offset(skip).limit(limit))
+            select(ModelVersion).order_by(ModelVersion.id.desc()).offset(skip).limit(limit)
+        )
         return list(rows), count
 
     def get(self, session: Session, version_id: int) -> ModelVersion:
@@ -149,7 +162,9 @@ class VersionService:
         """The version that was active before the current one (rollback target)."""
         return session.scalar(
             select(ModelVersion)
-            .where(ModelVersion.state != "active", ModelVersion.activated_at.is_not(None))
+            .where(
+                ModelVersion.state != VersionState.ACTIVE, ModelVersion.activated_at.is_not(None)
+            )
             .order_by(ModelVersion.activated_at.desc(), ModelVersion.id.desc())
             .limit(1)
         )
@@ -157,27 +172,39 @@ class VersionService:
     # -- writes ---------------------------------------------------------------------------
 
     def register_candidate(
-        self, session: Session, *, name: str, adapter_path: str, base_model: str,
-        training_job_id: int | None, config: dict[str, Any], data_summary: dict[str, Any],
+        self,
+        session: Session,
+        *,
+        name: str,
+        adapter_path: str,
+        base_model: str,
+        training_job_id: int | None,
+        config: dict[str, Any],
+        data_summary: dict[str, Any],
     ) -> ModelVersion:
         self.ensure_base(session)
         version = ModelVersion(
-            name=name, base_model=base_model, adapter_path=adapter_path,
-            training_job_id=training_job_id, config=config, data_summary=data_summary,
-            evaluation={}, state="candidate",
+            name=name,
+            base_model=base_model,
+            adapter_path=adapter_path,
+            training_job_id=training_job_id,
+            config=config,
+            data_summary=data_summary,
+            evaluation={},
+            state=VersionState.CANDIDATE,
         )
         session.add(version)
         session.commit()
         log.info("registered candidate version %s (%s)", version.id, name)
         return version
 
-    async def activate(self, session: Session, version_id: int, actor: User | None,
-                       force: bool = False) -> ModelVersion:
+    async def activate(
+        self, session: Session, version_id: int, actor: User | None, force: bool = False
+    ) -> ModelVersion:
         """Make ``version_id`` the active version: gate, load the adapter, flip the rows.
 
         The database work runs in a thread; only the adapter load is awaited here."""
-        current, version = await asyncio.to_thread(
-            self._gate, session, version_id, actor, force)
+        current, version = await asyncio.to_thread(self._gate, session, version_id, actor, force)
         if version.state == VersionState.ACTIVE:
             return version
         name = adapter_name(version)
@@ -185,7 +212,8 @@ class VersionService:
             backend = self.backend_getter()
             if backend is None:
                 raise ActivationFailed(
-                    f"Cannot activate {version.name}: no caption backend runs in this process")
+                    f"Cannot activate {version.name}: no caption backend runs in this process"
+                )
             try:
                 await backend.load_adapter(name, str(version.adapter_path))
             except CaptionBackendError as exc:
@@ -196,8 +224,9 @@ class VersionService:
                 ) from exc
         return await asyncio.to_thread(self._flip, session, current, version, actor)
 
-    def _gate(self, session: Session, version_id: int, actor: User | None,
-              force: bool) -> tuple[ModelVersion | None, ModelVersion]:
+    def _gate(
+        self, session: Session, version_id: int, actor: User | None, force: bool
+    ) -> tuple[ModelVersion | None, ModelVersion]:
         current = self.ensure_base(session)
         version = self.get(session, version_id)
         if version.state == VersionState.ACTIVE:
@@ -208,8 +237,13 @@ class VersionService:
             self.gate.forced(session, version, current, actor)
         return current, version
 
-    def _flip(self, session: Session, current: ModelVersion | None, version: ModelVersion,
-              actor: User | None) -> ModelVersion:
+    def _flip(
+        self,
+        session: Session,
+        current: ModelVersion | None,
+        version: ModelVersion,
+        actor: User | None,
+    ) -> ModelVersion:
         if current is not None:
             current.state = VersionState.RETIRED
             # The old row must leave 'active' before the new one enters it (unique index).
@@ -221,12 +255,17 @@ class VersionService:
         except IntegrityError as exc:
             session.rollback()
             raise Conflict("Another activation happened at the same time; try again") from exc
-        log.info("version %s (%s) activated by %s", version.id, version.name,
-                 actor.username if actor else "system")
+        log.info(
+            "version %s (%s) activated by %s",
+            version.id,
+            version.name,
+            actor.username if actor else "system",
+        )
         return version
 
-    async def rollback(self, session: Session, actor: User | None,
-                       force: bool = True) -> ModelVersion:
+    async def rollback(
+        self, session: Session, actor: User | None, force: bool = True
+    ) -> ModelVersion:
         """Activate the version that was active before the current one."""
 
         def previous() -> ModelVersion:

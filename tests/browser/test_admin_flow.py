@@ -36,6 +36,12 @@ def _make_admin_with_concept(settings, base_url: str) -> None:  # type: ignore[n
     assert r.status_code == 201, r.text
 
 
+def _bearer(server) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    token = httpx.post(f"{server.url}/api/auth/token",
+                       data={"username": "root", "password": PASSWORD}).json()["access_token"]
+    return {"Authorization": f"Bearer {token}"}
+
+
 def _login(page, username: str) -> None:  # type: ignore[no-untyped-def]
     page.goto("/login")
     page.fill("#username", username)
@@ -84,3 +90,12 @@ def test_admin_retrains_sees_live_progress_and_activates(page, live_server, sett
     row = page.locator(f"[data-testid=version-{name}]")
     assert row.locator(".version-state").inner_text() == "active"
     assert page.locator("[data-testid=version-base] .version-state").inner_text() == "retired"
+    # The adapter column shows the name the API serves the version under.
+    versions = httpx.get(f"{live_server.url}/api/model-versions", headers=_bearer(live_server))
+    served = {v["name"]: v["adapter"] for v in versions.json()["data"]}
+    assert row.locator(".version-adapter").inner_text() == served[name]
+    assert page.locator("[data-testid=version-base] .version-adapter").inner_text() == "—"
+    # At phone width the versions table scrolls inside its box, never the whole page.
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.reload()
+    assert page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth") <= 0

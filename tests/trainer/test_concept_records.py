@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from app.ml.images import target_size
 from app.ml.prompt import DETAIL_QUESTION
 from tests.trainer.factories import COLOURS
 from trainer.concept_records import BuildOptions, ConceptPhotos, TaskMix, build_concept_records
-from trainer.model_view import model_view_size
 from trainer.records import TrainingRecord
 
 pytestmark = pytest.mark.nodb
@@ -134,7 +134,7 @@ def test_vlt_from_box_annotation_scaled_to_model_view(tmp_path: Path) -> None:
         num_records=3, mix=TaskMix(oct=0, vlt=1, ict=0, ict_multi=0), max_pixels=280 * 280
     )
     records = build_concept_records([concept], tmp_path / "out", options)
-    view = model_view_size(1000, 500, options.min_pixels, options.max_pixels)
+    view = target_size(1000, 500, options.min_pixels, options.max_pixels)
     sx, sy = view[0] / 1000, view[1] / 500
     for record in records:
         assert record.images == [photo]

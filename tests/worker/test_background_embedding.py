@@ -54,7 +54,7 @@ def test_queue_down_keeps_the_registration_and_reembed_catches_up(settings_facto
         created = create_concept(client, headers, "bo", [fixture_photo("dog", 0)])
         assert created["name"] == "bo"
         retrieval = container.models.retrieval()
-        assert retrieval.missing_embeddings_count() == 1
-        retrieval.reembed(retrieval.embedder)
+        assert retrieval.index.missing_embeddings_count() == 1
+        retrieval.index.reembed(retrieval.index.embedder)
         assert _retrieved(client, headers) == ["bo"]
     container.close()

@@ -16,7 +16,7 @@ from app.api.uploads import read_valid_images
 from app.errors import InvalidInput
 from app.logging_setup import request_id_var
 from app.models import Caption, ModelVersion
-from app.services.caption_batches import MAX_BATCH
+from app.services.caption_batches import check_batch_size
 from app.services.versions import adapter_name
 
 router = APIRouter(prefix="/captions", tags=["captions"])
@@ -152,8 +152,7 @@ async def create_caption_batch(
     Every photo is validated before anything is stored; the captions appear in
     ``GET /api/captions`` as the job progresses.
     """
-    if len(images) > MAX_BATCH:
-        raise InvalidInput(f"Too many files: {len(images)} sent, at most {MAX_BATCH} per batch")
+    check_batch_size(len(images))  # before reading 101 files
     valid = await read_valid_images(images, container.settings.storage)
     job = await run_in_threadpool(
         batches.create,

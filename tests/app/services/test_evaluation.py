@@ -18,15 +18,12 @@ from app.services.evaluation_scoring import slot_outcomes
 from app.settings import EvaluationSettings
 from tests.support.fake_vllm import FakeVLLM
 from tests.utils.images import make_image
+from tests.utils.users import user_row
 from trainer.evaluate import grounding_metrics
 
 
 def _user(container: Any, name: str = "root", admin: bool = True) -> User:
-    with container.session_factory() as session:
-        user = User(username=name, password_hash="x", is_admin=admin)
-        session.add(user)
-        session.commit()
-        return user
+    return user_row(container, name, admin=admin)
 
 
 def _concept(
@@ -86,21 +83,23 @@ def fake() -> Iterator[FakeVLLM]:
         yield server
 
 
+def _fake_caption(fake: FakeVLLM) -> dict[str, Any]:
+    """Caption settings that point at the fake vLLM server."""
+    return {
+        "backend": "openai",
+        "model": "base-model",
+        "openai_base_urls": [fake.base_url],
+        "server_kind": "vllm",
+        "max_retries": 0,
+    }
+
+
 @pytest.fixture
 def fake_container(settings_factory, fake):  # type: ignore[no-untyped-def]
     from app.model_services import ModelLoading
     from app.wiring import build_container
 
-    settings = settings_factory(
-        caption={
-            "backend": "openai",
-            "model": "base-model",
-            "openai_base_urls": [fake.base_url],
-            "server_kind": "vllm",
-            "max_retries": 0,
-        }
-    )
-    ctr = build_container(settings, ModelLoading.ALL)
+    ctr = build_container(settings_factory(caption=_fake_caption(fake)), ModelLoading.ALL)
     yield ctr
     ctr.close()
 
@@ -209,13 +208,7 @@ def test_post_training_hook_evaluates_candidate_and_active_on_gate_set(  # type:
     from app.wiring import build_container
 
     settings = settings_factory(
-        caption={
-            "backend": "openai",
-            "model": "base-model",
-            "openai_base_urls": [fake.base_url],
-            "server_kind": "vllm",
-            "max_retries": 0,
-        },
+        caption=_fake_caption(fake),
         evaluation={"gate_set": "heldout", "gate_margin_f1": 1.0},
     )
     ctr = build_container(settings, ModelLoading.ALL)

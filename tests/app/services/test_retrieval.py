@@ -112,13 +112,13 @@ def test_eval_only_photos_are_not_references(container, anya, dog_and_cat) -> No
 
 def test_registration_stores_embeddings_and_vectors_together(container, anya, dog_and_cat) -> None:
     service = container.models.retrieval()
-    assert service.store.ids() == _db_ids(container)
+    assert service.index.store.ids() == _db_ids(container)
     assert len(_db_ids(container)) == 4
 
 
 def test_failed_commit_leaves_neither_rows_nor_vectors(container, anya, dog_and_cat) -> None:
     service = container.models.retrieval()
-    before = service.store.ids()
+    before = service.index.store.ids()
 
     def fail(session):
         raise RuntimeError("injected failure at commit")
@@ -131,7 +131,7 @@ def test_failed_commit_leaves_neither_rows_nor_vectors(container, anya, dog_and_
             _register(container, anya, "rex", [fixture_photo("dog", 2)])
     finally:
         event.remove(Session, "before_commit", fail)
-    assert service.store.ids() == before == _db_ids(container)
+    assert service.index.store.ids() == before == _db_ids(container)
     stored = {p.name for p in container.store.root.rglob("*.jpg")}
     assert len(stored) == 4
 
@@ -141,7 +141,7 @@ def test_deleting_a_concept_removes_its_vectors(container, anya, dog_and_cat) ->
     with container.session_factory() as session:
         container.concepts.delete(session, anya, dog.id)
     service = container.models.retrieval()
-    assert service.store.ids() == _db_ids(container)
+    assert service.index.store.ids() == _db_ids(container)
     assert all(c.name != "bo" for c in _retrieve(container, anya, fixture_photo("dog", 0)).concepts)
 
 
@@ -149,7 +149,7 @@ def test_deleting_a_photo_removes_its_vector(container, anya, dog_and_cat) -> No
     dog, _ = dog_and_cat
     with container.session_factory() as session:
         container.concepts.delete_image(session, anya, dog.id, dog.images[0].id)
-    assert dog.images[0].id not in container.models.retrieval().store.ids()
+    assert dog.images[0].id not in container.models.retrieval().index.store.ids()
 
 
 def _restart(settings):
@@ -163,7 +163,7 @@ def _restart(settings):
 def test_start_rebuilds_from_db_after_index_files_are_deleted(
     container, settings, anya, dog_and_cat, monkeypatch
 ) -> None:
-    container.models.retrieval().save_now()
+    container.models.retrieval().index.save_now()
     shutil.rmtree(settings.index_dir)
     from app.ml.embedder import ClipEmbedder
 
@@ -174,7 +174,7 @@ def test_start_rebuilds_from_db_after_index_files_are_deleted(
     restarted = _restart(settings)
     try:
         service = restarted.models.retrieval()
-        assert service.store.ids() == _db_ids(container)
+        assert service.index.store.ids() == _db_ids(container)
     finally:
         restarted.close()
 
@@ -182,15 +182,15 @@ def test_start_rebuilds_from_db_after_index_files_are_deleted(
 def test_start_loads_a_consistent_cache_without_rebuilding(
     container, settings, anya, dog_and_cat
 ) -> None:
-    container.models.retrieval().save_now()
+    container.models.retrieval().index.save_now()
     from app.model_services import ModelLoading
     from app.wiring import build_container
 
     ctr = build_container(settings, ModelLoading.RETRIEVAL)
     try:
         service = ctr.models.retrieval()
-        assert service.store.count() == 4
-        report = service.start()
+        assert service.index.store.count() == 4
+        report = service.index.start()
         assert report["outcome"] == "loaded"
     finally:
         ctr.close()
@@ -200,14 +200,14 @@ def test_start_rebuilds_when_the_cache_disagrees_with_the_db(
     container, settings, anya, dog_and_cat
 ) -> None:
     service = container.models.retrieval()
-    service.save_now()
+    service.index.save_now()
     with container.session_factory() as session:  # a change the cache never saw
         victim = session.scalars(select(ImageEmbedding)).first()
         session.delete(victim)
         session.commit()
     restarted = _restart(settings)
     try:
-        assert restarted.models.retrieval().store.ids() == _db_ids(container)
+        assert restarted.models.retrieval().index.store.ids() == _db_ids(container)
     finally:
         restarted.close()
 
@@ -232,13 +232,13 @@ def test_reembed_switches_embedder_while_old_index_served(
     restarted = _restart(settings)
     try:
         service = restarted.models.retrieval()
-        old_id = container.models.retrieval().embedder_id
-        assert service.embedder_id == old_id  # the old index keeps serving
+        old_id = container.models.retrieval().index.embedder_id
+        assert service.index.embedder_id == old_id  # the old index keeps serving
         assert any("reembed" in w for w in restarted.warnings)
         assert _retrieve(restarted, anya, fixture_photo("dog", 0)).concepts[0].name == "bo"
-        report = service.reembed(service.target_embedder)
+        report = service.index.reembed(service.index.target_embedder)
         assert report["embedded"] == 4
-        assert service.embedder_id != old_id
+        assert service.index.embedder_id != old_id
         assert _retrieve(restarted, anya, fixture_photo("cat", 1)).concepts[0].name == "mia"
         with restarted.session_factory() as session:
             per_embedder = dict(
@@ -248,10 +248,10 @@ def test_reembed_switches_embedder_while_old_index_served(
                     )
                 ).all()
             )
-        assert per_embedder == {old_id: 4, service.embedder_id: 4}
+        assert per_embedder == {old_id: 4, service.index.embedder_id: 4}
         # the first app instance follows the switch through the database
         assert _retrieve(container, anya, fixture_photo("dog", 1)).concepts[0].name == "bo"
-        assert container.models.retrieval().embedder_id == service.embedder_id
+        assert container.models.retrieval().index.embedder_id == service.index.embedder_id
     finally:
         restarted.close()
 

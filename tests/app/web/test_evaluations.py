@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -11,18 +10,7 @@ from sqlalchemy import select
 from app.models import User
 from tests.utils.concepts import create_concept
 from tests.utils.images import make_image
-from tests.utils.users import PASSWORD, make_admin, register
-
-
-def _browser_login(client: TestClient, username: str) -> str:
-    page = client.get("/login").text
-    token = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)  # type: ignore[union-attr]
-    r = client.post("/login", data={"username": username, "password": PASSWORD,
-                                    "csrf_token": token}, follow_redirects=False)
-    assert r.status_code == 303, r.text
-    # Logging in starts a new session, with a new CSRF token.
-    page = client.get("/account").text
-    return re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+from tests.utils.users import browser_login, make_admin, register
 
 
 def _evaluated(client: TestClient) -> tuple[int, int]:
@@ -46,14 +34,14 @@ def _evaluated(client: TestClient) -> tuple[int, int]:
 
 def test_non_admin_gets_403_page(client) -> None:  # type: ignore[no-untyped-def]
     register(client, "anya")
-    _browser_login(client, "anya")
+    browser_login(client, "anya")
     r = client.get("/admin/evaluations")
     assert r.status_code == 403 and "Admin rights required" in r.text
 
 
 def test_versions_metrics_detail_and_compare_pages(client) -> None:  # type: ignore[no-untyped-def]
     version_id, evaluation_id = _evaluated(client)
-    _browser_login(client, "root")
+    browser_login(client, "root")
     index = client.get("/admin/evaluations")
     assert index.status_code == 200
     assert "heldout/skip" in index.text and f'data-version-id="{version_id}"' in index.text
@@ -80,7 +68,7 @@ def test_versions_metrics_detail_and_compare_pages(client) -> None:  # type: ign
 
 def test_queue_form_shows_errors_inline(client) -> None:  # type: ignore[no-untyped-def]
     version_id, _ = _evaluated(client)
-    token = _browser_login(client, "root")
+    token = browser_login(client, "root")
     r = client.post("/admin/evaluations", data={"csrf_token": token, "version_id": version_id,
                                                "set": "heldout", "setting": "sideways"})
     assert r.status_code == 422 and "setting must be one of" in r.text

@@ -42,3 +42,45 @@ def test_domain_errors_carry_no_http_status() -> None:
 
     assert not hasattr(DomainError("x"), "status")
     assert (http_status(ConceptNotFound()), http_status(ServiceUnavailable("x"))) == (404, 503)
+
+
+def test_ready_reports_an_unreachable_broker_without_failing(settings_factory) -> None:
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.wiring import build_container
+    from tests.utils.server import free_port
+
+    broker = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    container = build_container(settings_factory(worker={"broker_url": broker}))
+    try:
+        with TestClient(create_app(container=container)) as c:
+            r = c.get("/api/ready")
+    finally:
+        container.close()
+    assert r.status_code == 200  # the app serves; queued work waits for the broker
+    assert r.json()["dependencies"]["broker"].startswith("error")
+
+
+def test_ready_answers_quickly_when_the_broker_hangs(settings_factory) -> None:
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.wiring import build_container
+    from tests.support.silent_broker import SilentBroker
+
+    with SilentBroker() as broker:
+        container = build_container(settings_factory(worker={"broker_url": broker.url}))
+        try:
+            with TestClient(create_app(container=container)) as c:
+                began = time.monotonic()
+                r = c.get("/api/ready")
+                elapsed = time.monotonic() - began
+                broker.hang_up()  # the abandoned probe thread ends now, not in 10 s
+        finally:
+            container.close()
+    assert r.status_code == 200
+    assert r.json()["dependencies"]["broker"] == "error: no answer within 2 s"
+    assert elapsed < 5
