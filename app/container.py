@@ -21,6 +21,7 @@ from app.services.evaluation import EvaluationService
 from app.services.evaluation_sets import EvaluationSetService
 from app.services.job_runtime import JobRuntime
 from app.services.jobs import JobService
+from app.services.maintenance import Maintenance
 from app.services.readiness import ReadinessService
 from app.services.training import TrainingService
 from app.services.versions import VersionService
@@ -47,6 +48,8 @@ class Container:
     training: TrainingService
     caption_batches: CaptionBatchService
     readiness: ReadinessService
+    #: Reaping and sweeping in the background (started by the app's lifespan).
+    maintenance: Maintenance
     #: Problems found while building (model fallbacks, a stale index): pages and /api/ready.
     warnings: list[str] = field(default_factory=list)
     closers: list[Callable[[], None]] = field(default_factory=list)

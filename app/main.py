@@ -14,14 +14,17 @@ from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
-from app.api.errors import MODEL_ERRORS, as_domain_error, http_status
+from app.api.errors import DATABASE_ERRORS, MODEL_ERRORS, as_domain_error, http_status
+from app.api.headers import SecurityHeaders, docs_policy
+from app.api.limits import BodyRefused, RequestLimits
 from app.api.router import api_router
 from app.container import Container
-from app.errors import DomainError
+from app.errors import DomainError, NotAuthenticated
 from app.logging_setup import request_id_var, setup_logging
 from app.metrics import Metrics, route_template
 from app.model_services import ModelLoading
@@ -56,6 +59,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         app.state.container = ctr
         for warning in ctr.warnings:
             log.warning("%s", warning)
+        ctr.maintenance.start()  # reaps stale jobs even when no worker is alive
         try:
             yield
         finally:
@@ -67,18 +71,29 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         title="RePIC personalized captioning",
         version="0.1.0",
         lifespan=lifespan,
-        docs_url="/docs",
+        # /docs is served below, with a policy of its own; ReDoc is off (it needs inline styles).
+        docs_url=None,
+        redoc_url=None,
         openapi_url="/api/openapi.json",
     )
     if container is not None:
         app.state.container = container
+    production = settings.profile == "production"
+    if production and not settings.base_url.startswith("https://"):
+        log.warning(
+            "REPIC_BASE_URL=%s: the production profile marks the session cookie Secure and "
+            "sends HSTS, so serve it over HTTPS (a TLS proxy in front)",
+            settings.base_url,
+        )
+    # Innermost first: the limits read the session that SessionMiddleware (outside) decodes.
+    app.add_middleware(RequestLimits, storage=settings.storage)
     app.add_middleware(
         SessionMiddleware,
         secret_key=settings.auth.secret_key,
         session_cookie="repic_session",
         max_age=settings.auth.session_max_age_s,
         same_site="lax",
-        https_only=settings.profile == "production" and settings.base_url.startswith("https"),
+        https_only=production,
     )
 
     metrics = Metrics()
@@ -101,6 +116,18 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         response.headers["X-Request-ID"] = rid
         return response
 
+    # Outermost, so every answer of the middlewares above carries the headers too.
+    app.add_middleware(SecurityHeaders, hsts=production)
+
+    @app.get("/docs", include_in_schema=False)
+    def api_docs(request: Request) -> Response:
+        root_path = request.scope.get("root_path", "").rstrip("/")
+        page = get_swagger_ui_html(
+            openapi_url=f"{root_path}{app.openapi_url}", title=f"{app.title} - Swagger UI"
+        )
+        page.headers["Content-Security-Policy"] = docs_policy(bytes(page.body))
+        return page
+
     @app.get("/metrics", include_in_schema=False)
     def prometheus_metrics(request: Request) -> Response:
         metrics.refresh(request.app.state.container)
@@ -110,14 +137,29 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     async def domain_error(request: Request, exc: Exception) -> Response:
         error = as_domain_error(exc)
         status = http_status(error)
+        headers: dict[str, str] | None = None
+        if isinstance(exc, DATABASE_ERRORS):
+            # One line, no traceback: an outage is not a bug, and it is over when the DB is back.
+            log.warning("database unavailable for %s %s: %s", request.method,
+                        request.url.path, str(exc).splitlines()[0][:200])
+            headers = {"Retry-After": "5"}
         if _is_api(request):
-            headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+            if status == 401:
+                headers = {"WWW-Authenticate": "Bearer"}
             return JSONResponse({"detail": error.detail}, status_code=status, headers=headers)
-        return render(request, "error.html", status, message=error.detail, status=status)
+        page = render(request, "error.html", status, message=error.detail, status=status)
+        page.headers.update(headers or {})
+        return page
 
-    expected: tuple[type[Exception], ...] = (DomainError, *MODEL_ERRORS)
+    expected: tuple[type[Exception], ...] = (DomainError, *MODEL_ERRORS, *DATABASE_ERRORS)
     for kind in expected:
         app.add_exception_handler(kind, domain_error)
+
+    @app.exception_handler(BodyRefused)
+    async def body_refused(request: Request, exc: BodyRefused) -> Response:
+        if isinstance(exc.error, NotAuthenticated) and not _is_api(request):
+            return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
+        return await domain_error(request, exc.error)
 
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, exc: LoginRequired) -> Response:

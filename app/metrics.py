@@ -64,6 +64,12 @@ class Metrics:
             ["name"],
             registry=self.registry,
         )
+        self.oldest_heartbeat = Gauge(
+            "repic_jobs_oldest_heartbeat_age_seconds",
+            "Seconds since the oldest last heartbeat among running jobs (0: none running); "
+            "above worker.stale_after_s the job is reaped",
+            registry=self.registry,
+        )
         self.vectors = Gauge(
             "repic_index_vectors", "Vectors in this replica's index cache", registry=self.registry
         )
@@ -85,6 +91,7 @@ class Metrics:
                     select(Job.kind, Job.state, func.count()).group_by(Job.kind, Job.state)
                 ):
                     self.jobs.labels(kind, state).set(n)
+                self.oldest_heartbeat.set(container.jobs.oldest_heartbeat_age_s(session))
                 self.active_version.clear()
                 active = active_version(session)
                 if active is not None:

@@ -2,6 +2,11 @@
 
 The schema is only ever created by the Alembic migrations in ``migrations/``; a test checks
 that these models and the migrations agree.
+
+Every table whose id people or other systems hold on to (a thumbnail URL, an evaluation set, a
+log line) is declared with :data:`NEVER_REUSE_IDS`: SQLite otherwise gives a deleted row's id to
+the next new row, so a stale reference would reach someone else's row. PostgreSQL's sequences
+never go back, so there the option changes nothing.
 """
 
 from __future__ import annotations
@@ -47,9 +52,13 @@ class Base(DeclarativeBase):
 
 Timestamp = DateTime(timezone=True)
 
+#: ``__table_args__`` entry: ``INTEGER PRIMARY KEY AUTOINCREMENT`` on SQLite (see above).
+NEVER_REUSE_IDS: dict[str, Any] = {"sqlite_autoincrement": True}
+
 
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = (NEVER_REUSE_IDS,)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
@@ -64,6 +73,7 @@ class User(Base):
 
 class ApiToken(Base):
     __tablename__ = "api_tokens"
+    __table_args__ = (NEVER_REUSE_IDS,)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
@@ -80,7 +90,10 @@ class ApiToken(Base):
 
 class Concept(Base):
     __tablename__ = "concepts"
-    __table_args__ = (UniqueConstraint("owner_id", "name", name="uq_concepts_owner_name"),)
+    __table_args__ = (
+        UniqueConstraint("owner_id", "name", name="uq_concepts_owner_name"),
+        NEVER_REUSE_IDS,
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
@@ -101,6 +114,7 @@ class Concept(Base):
 
 class ConceptImage(Base):
     __tablename__ = "concept_images"
+    __table_args__ = (NEVER_REUSE_IDS,)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     concept_id: Mapped[int] = mapped_column(
@@ -127,6 +141,7 @@ class ImageEmbedding(Base):
     __tablename__ = "image_embeddings"
     __table_args__ = (
         UniqueConstraint("image_id", "embedder_id", name="uq_image_embeddings_image_embedder"),
+        NEVER_REUSE_IDS,
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -154,8 +169,22 @@ class IndexRevision(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow, onupdate=utcnow)
 
 
+class OwnerIndexRevision(Base):
+    """One owner's counter, bumped by every change of that owner's stored vectors: app
+    replicas compare it with what they serve and refresh only that owner. One row per owner,
+    so changes of unrelated owners never wait for each other's lock."""
+
+    __tablename__ = "owner_index_revisions"
+
+    owner_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    revision: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class Caption(Base):
     __tablename__ = "captions"
+    __table_args__ = (NEVER_REUSE_IDS,)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
@@ -188,7 +217,10 @@ class Job(Base):
     """A long-running task: the row, not the broker, is the source of truth (invariant 4)."""
 
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_state_kind", "state", "kind"),)
+    __table_args__ = (
+        Index("ix_jobs_state_kind", "state", "kind"),
+        NEVER_REUSE_IDS,
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))
@@ -231,6 +263,7 @@ class ModelVersion(Base):
             sqlite_where=text("state = 'active'"),
             postgresql_where=text("state = 'active'"),
         ),
+        NEVER_REUSE_IDS,
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -250,7 +283,10 @@ class ModelVersion(Base):
 
 class EvaluationSet(Base):
     __tablename__ = "evaluation_sets"
-    __table_args__ = (UniqueConstraint("owner_id", "name", name="uq_evaluation_sets_owner_name"),)
+    __table_args__ = (
+        UniqueConstraint("owner_id", "name", name="uq_evaluation_sets_owner_name"),
+        NEVER_REUSE_IDS,
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
@@ -262,6 +298,7 @@ class EvaluationSet(Base):
 
 class Evaluation(Base):
     __tablename__ = "evaluations"
+    __table_args__ = (NEVER_REUSE_IDS,)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     model_version_id: Mapped[int] = mapped_column(

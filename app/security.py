@@ -10,12 +10,15 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 _hasher = PasswordHasher()
+#: A hash of a random password at the current cost, verified when a login names no account.
+_dummy_hash: str | None = None
 
 
 def configure_password_hashing(time_cost: int, memory_cost_kib: int) -> None:
     """Set argon2's cost (the defaults are argon2-cffi's; tests lower them for speed)."""
-    global _hasher
+    global _hasher, _dummy_hash
     _hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_cost_kib)
+    _dummy_hash = None
 
 
 TOKEN_PREFIX = "repic_"
@@ -25,7 +28,20 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
-def verify_password(password_hash: str, password: str) -> bool:
+def verify_password(password_hash: str | None, password: str) -> bool:
+    """Whether ``password`` matches ``password_hash``; ``None`` (no such account) is checked
+    against a dummy hash of the same cost and is always false, so an unknown name answers as
+    slowly as a wrong password and response times do not reveal which names exist."""
+    global _dummy_hash
+    if password_hash is None:
+        if _dummy_hash is None:
+            _dummy_hash = _hasher.hash(secrets.token_urlsafe(16))
+        _verify(_dummy_hash, password)
+        return False
+    return _verify(password_hash, password)
+
+
+def _verify(password_hash: str, password: str) -> bool:
     try:
         return _hasher.verify(password_hash, password)
     except (VerificationError, InvalidHashError):

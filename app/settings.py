@@ -36,11 +36,37 @@ class StorageSettings(BaseModel):
         description="Root of everything the service writes: images, index cache, models, runs.",
     )
     max_upload_bytes: int = Field(20 * 1024 * 1024, description="Largest accepted image file.")
-    max_files_per_upload: int = Field(12, description="Most images in one upload request.")
+    max_files_per_upload: int = Field(
+        12,
+        ge=1,
+        description="Most images in one upload request (concept photos; caption batches "
+        "have their own limit).",
+    )
+    max_files_per_batch: int = Field(
+        100,
+        ge=1,
+        description="Most photos in one caption batch (POST /api/captions/batch, "
+        "captioned by a background job).",
+    )
     max_image_pixels: int = Field(
         40_000_000, description="Largest accepted width*height (decompression-bomb guard)."
     )
+    max_body_bytes: int = Field(
+        1024 * 1024,
+        ge=1,
+        description="Largest request body without files (JSON, forms). A route that takes "
+        "files allows this plus what its files may weigh (max_upload_bytes per photo).",
+    )
     thumbnail_size: int = Field(256, description="Long side of generated thumbnails, pixels.")
+    orphan_grace_s: int = Field(
+        3600,
+        ge=1,
+        description="A stored file no row uses is swept once it is this old (younger ones may "
+        "belong to a request still running).",
+    )
+    sweep_period_s: int = Field(
+        3600, ge=0, description="How often every app process sweeps unused files (0: never)."
+    )
 
 
 class AuthSettings(BaseModel):
@@ -121,7 +147,9 @@ class CaptionSettings(BaseModel):
     timeout_s: float = Field(120.0, description="Per-request timeout to the caption server.")
     max_retries: int = Field(2, description="Retries on connection errors and 5xx.")
     max_demonstrations: int = Field(4, description="Most reference images in one prompt.")
-    max_new_tokens: int = Field(1024, description="Default generation length (paper: 1024).")
+    max_new_tokens: int = Field(
+        1024, ge=1, le=4096, description="Default generation length (paper: 1024)."
+    )
     min_pixels: int = Field(DEFAULT_MIN_PIXELS, description="Image pixel lower bound.")
     max_pixels: int = Field(
         PAPER_MAX_PIXELS, description="Image pixel upper bound, same as training (1024*28*28)."
@@ -152,6 +180,12 @@ class WorkerSettings(BaseModel):
     max_attempts: int = Field(2, description="Deliveries of one job before it is failed.")
     heartbeat_s: int = Field(15, description="Job heartbeat period.")
     stale_after_s: int = Field(120, description="A running job silent this long is reaped.")
+    reap_period_s: int = Field(
+        30,
+        ge=0,
+        description="How often every app process reaps stale jobs (0: only workers reap). A "
+        "job whose worker died ends within stale_after_s + reap_period_s.",
+    )
     max_concurrent_training: int = Field(1, description="Training jobs allowed to run at once.")
 
 

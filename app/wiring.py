@@ -39,6 +39,8 @@ from app.services.index_jobs import IndexJobs
 from app.services.job_kinds import JobKind
 from app.services.job_runtime import JobRuntime
 from app.services.jobs import JobService
+from app.services.maintenance import Maintenance
+from app.services.photo_refs import PhotoReferences
 from app.services.readiness import ReadinessService
 from app.services.training import TrainingService
 from app.services.versions import VersionService, run_coroutine_sync
@@ -55,7 +57,8 @@ def build_container(settings: Settings, models: ModelLoading = ModelLoading.NONE
     configure_password_hashing(settings.auth.argon2_time_cost, settings.auth.argon2_memory_kib)
     engine = make_engine(settings.database_url, settings.database.echo, settings.database.pool_size)
     session_factory = make_session_factory(engine)
-    store = ImageStore(settings.images_dir)
+    # The store asks the database before it deletes a file other rows may share.
+    store = ImageStore(settings.images_dir, is_referenced=PhotoReferences(session_factory))
     warnings: list[str] = []
 
     sender = CelerySender(create_celery_app(settings))
@@ -74,7 +77,8 @@ def build_container(settings: Settings, models: ModelLoading = ModelLoading.NONE
     model_services = ModelServices(
         settings, session_factory, store, models, warnings, enqueue_embedding
     )
-    closers = [sender.close, model_services.close]
+    maintenance = Maintenance(settings, jobs, store, PhotoReferences(session_factory).all)
+    closers = [sender.close, model_services.close, maintenance.stop]
     try:
         model_services.load()
         retrieval = model_services.loaded_retrieval()
@@ -154,6 +158,7 @@ def build_container(settings: Settings, models: ModelLoading = ModelLoading.NONE
         training=training,
         caption_batches=caption_batches,
         readiness=ReadinessService(engine, store, model_services, sender, warnings),
+        maintenance=maintenance,
         warnings=warnings,
         closers=closers,
     )

@@ -27,7 +27,8 @@
       var dt = new DataTransfer();
       Array.prototype.forEach.call(input.files, function (f) { dt.items.add(f); });
       Array.prototype.forEach.call(files, function (f) {
-        if (/^image\//.test(f.type)) { dt.items.add(f); }
+        // Browsers that cannot show HEIC/AVIF give such files no type: go by the name then.
+        if (/^image\//.test(f.type) || /\.(heic|heif|avif)$/i.test(f.name)) { dt.items.add(f); }
       });
       input.files = dt.files;
       render();

@@ -84,15 +84,21 @@
       var btn = ev.target.closest("button[data-feedback]");
       if (!btn) { return; }
       var row = btn.closest("tr");
+      // The cell's first node is the caption's text; chips (tiny model) follow it.
+      var shown = row.querySelector(".caption-cell").firstChild;
+      if (!shown || shown.nodeType !== Node.TEXT_NODE) {
+        shown = row.querySelector(".caption-cell").insertBefore(document.createTextNode(""), shown);
+      }
       var body = { feedback: btn.dataset.feedback };
       if (body.feedback === "edited") {
-        var text = prompt("Edit the caption", row.querySelector(".caption-cell").textContent.trim());
+        var text = prompt("Edit the caption", shown.nodeValue.trim());
         if (!text) { return; }
         body.edited_caption = text;
       }
       var data = await api("PATCH", "/api/captions/" + row.dataset.captionId, body);
       row.querySelector(".state").textContent = data.feedback;
-      if (data.edited_caption) { row.querySelector(".caption-cell").textContent = data.edited_caption; }
+      // Any verdict but "edited" drops an edit: the model's caption is shown again.
+      shown.nodeValue = (data.edited_caption || data.caption) + (shown.nextSibling ? " " : "");
     });
   });
 })();

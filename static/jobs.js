@@ -47,6 +47,13 @@
   function render(box, job) {
     box.dataset.state = job.state;
     box.querySelector(".job-state").textContent = job.state;
+    const stale = box.querySelector(".job-stale");
+    if (stale) {
+      stale.hidden = !job.stale;
+      if (job.stale) {
+        stale.textContent = "stale: no heartbeat for " + Math.round(job.heartbeat_age_s) + " s";
+      }
+    }
     box.querySelector(".job-step").textContent = job.step;
     box.querySelector(".job-total").textContent = job.total_steps;
     box.querySelector(".job-eta").textContent =

@@ -70,6 +70,8 @@ def _clean(url: str) -> None:
         else:
             for name in tables:
                 conn.execute(text(f"DELETE FROM {name}"))
+            # AUTOINCREMENT ids survive DELETE: restart them, as RESTART IDENTITY does above.
+            conn.execute(text("DELETE FROM sqlite_sequence"))
     engine.dispose()
 
 

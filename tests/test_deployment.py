@@ -292,6 +292,15 @@ def test_app_serves_with_several_uvicorn_workers(resolved: dict[str, Any]) -> No
     assert any("/api/ready" in part for part in app["healthcheck"]["test"])
 
 
+def test_app_announces_no_server_banner(resolved: dict[str, Any]) -> None:
+    # uvicorn adds `server: uvicorn` unless told not to; the app cannot take it off.
+    command = " ".join(resolved["services"]["app"]["command"])
+    assert "--no-server-header" in command
+    web = (ROOT / "docker" / "Dockerfile").read_text(encoding="utf-8")
+    (cmd,) = re.findall(r"^CMD (\[.*\])$", web, re.MULTILINE)
+    assert "--no-server-header" in json.loads(cmd)
+
+
 def test_workers_consume_their_queues(compose: dict[str, Any]) -> None:
     services = compose["services"]
     assert services["worker-cpu"]["command"][:4] == ["repic", "worker", "--queues", "cpu"]

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import Connection, create_engine, inspect, text
 
+from app.db import make_engine
 from app.migrate import downgrade, upgrade
 from app.models import Base
 
@@ -31,7 +37,6 @@ def test_downgrade_to_base_and_back(tmp_path) -> None:
 
 
 def test_only_one_active_model_version_is_allowed(db_url: str) -> None:
-    import pytest
     from sqlalchemy.exc import IntegrityError
     from sqlalchemy.orm import Session
 
@@ -47,3 +52,128 @@ def test_only_one_active_model_version_is_allowed(db_url: str) -> None:
         with pytest.raises(IntegrityError):
             session.commit()
     engine.dispose()
+
+
+# -- ids are never reused (a stale reference must never reach someone else's row) -------------
+
+#: One new row of each table that users reference by id, given the parents made by _parents.
+LEAVES: dict[str, Callable[[dict[str, int], int], dict[str, Any]]] = {
+    "users": lambda p, n: {"username": f"u{n}", "password_hash": "x"},
+    "api_tokens": lambda p, n: {
+        "user_id": p["users"],
+        "name": "t",
+        "token_hash": f"h{n}",
+        "prefix": "p",
+    },
+    "concepts": lambda p, n: {"owner_id": p["users"], "name": f"c{n}"},
+    "concept_images": lambda p, n: {
+        "concept_id": p["concepts"],
+        "owner_id": p["users"],
+        "sha256": "s",
+        "path": "p",
+        "width": 1,
+        "height": 1,
+        "format": "PNG",
+        "bytes": 1,
+    },
+    "image_embeddings": lambda p, n: {
+        "image_id": p["concept_images"],
+        "owner_id": p["users"],
+        "embedder_id": f"e{n}",
+        "dim": 1,
+        "vector": b"\0\0\0\0",
+    },
+    "jobs": lambda p, n: {"kind": "k"},
+    "model_versions": lambda p, n: {"name": f"v{n}", "base_model": "m"},
+    "evaluation_sets": lambda p, n: {"owner_id": p["users"], "name": f"s{n}"},
+    "evaluations": lambda p, n: {
+        "model_version_id": p["model_versions"],
+        "evaluation_set_id": p["evaluation_sets"],
+    },
+    "captions": lambda p, n: {
+        "owner_id": p["users"],
+        "image_sha256": "s",
+        "image_path": "p",
+        "caption": "c",
+    },
+}
+
+
+def _insert(conn: Connection, name: str, parents: dict[str, int], n: int) -> int:
+    table = Base.metadata.tables[name]
+    inserted = conn.execute(table.insert().values(**LEAVES[name](parents, n)))
+    return int(inserted.inserted_primary_key[0])
+
+
+def _parents(conn: Connection) -> dict[str, int]:
+    """One row of every table, in dependency order; each later one may refer to earlier ones."""
+    parents: dict[str, int] = {}
+    for name in LEAVES:
+        parents[name] = _insert(conn, name, parents, 0)
+    return parents
+
+
+def _delete_then_insert(conn: Connection, name: str, parents: dict[str, int]) -> tuple[int, int]:
+    """Delete the newest row of ``name`` (a leaf), insert one more: (deleted id, new id)."""
+    table = Base.metadata.tables[name]
+    newest = _insert(conn, name, parents, 1)
+    conn.execute(table.delete().where(table.c.id == newest))
+    return newest, _insert(conn, name, parents, 2)
+
+
+@pytest.mark.parametrize("name", list(LEAVES))
+def test_a_deleted_rows_id_is_never_given_again(db_url: str, name: str) -> None:
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        deleted, new = _delete_then_insert(conn, name, _parents(conn))
+    engine.dispose()
+    assert new > deleted
+
+
+def _snapshot(conn: Connection) -> dict[str, list[tuple[Any, ...]]]:
+    return {
+        name: [tuple(r) for r in conn.execute(text(f"SELECT * FROM {name} ORDER BY id"))]
+        for name in LEAVES
+    }
+
+
+def test_upgrade_keeps_every_row_and_id_and_stops_reusing_ids(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/old.db"
+    upgrade(url, "0001")
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        parents = _parents(conn)
+        for name in LEAVES:  # a second row everywhere, the newest
+            _insert(conn, name, parents, 3)
+        before = _snapshot(conn)
+    engine.dispose()
+    upgrade(url)
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        assert _snapshot(conn) == before
+        reused = {}
+        for name in LEAVES:
+            table = Base.metadata.tables[name]
+            newest = max(row[0] for row in before[name])
+            conn.execute(table.delete().where(table.c.id == newest))
+            new = _insert(conn, name, parents, 4)
+            if new <= newest:
+                reused[name] = new
+    engine.dispose()
+    assert reused == {}, f"ids given again after the upgrade: {reused}"
+
+
+def test_migrated_sqlite_tables_have_autoincrement_where_the_models_ask(tmp_path: Path) -> None:
+    # compare_metadata does not see sqlite_autoincrement: read the tables' DDL instead.
+    url = f"sqlite:///{tmp_path}/ddl.db"
+    upgrade(url)
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT name, sql FROM sqlite_master WHERE type='table'"))
+        ddl: dict[str, str] = dict(rows.tuples().all())
+    engine.dispose()
+    asked = {
+        t.name for t in Base.metadata.sorted_tables if t.dialect_options["sqlite"]["autoincrement"]
+    }
+    made = {name for name, sql in ddl.items() if "AUTOINCREMENT" in sql}
+    assert asked == made == set(LEAVES)

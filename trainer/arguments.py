@@ -139,7 +139,10 @@ class RepicTrainingArguments:
     weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay."))
     max_grad_norm: float = field(default=1.0, metadata=_help("Gradient clipping norm."))
     num_train_epochs: float = field(default=2.0, metadata=_help("Epochs over the records."))
-    max_steps: int = field(default=-1, metadata=_help("Stop after this many steps (-1: epochs)."))
+    max_steps: int = field(
+        default=-1,
+        metadata=_help("Stop after this many steps; -1: train num_train_epochs epochs."),
+    )
     temperature: float = field(default=1.0, metadata=_help("Sampling temperature."))
     top_k: int = field(default=50, metadata=_help("Sampling top-k."))
     top_p: float = field(default=1.0, metadata=_help("Sampling top-p."))
@@ -225,6 +228,11 @@ class RepicTrainingArguments:
             errors.append("num_generations must be >= 2 (group advantages need a group)")
         if self.prompts_per_step < 1:
             errors.append("prompts_per_step must be >= 1")
+        # The trainer reads every max_steps below 1 as "epochs": only -1 may say so.
+        if self.max_steps != -1 and self.max_steps < 1:
+            errors.append(f"max_steps must be -1 (epochs) or >= 1, got {self.max_steps}")
+        if self.num_train_epochs <= 0:
+            errors.append(f"num_train_epochs must be > 0, got {self.num_train_epochs}")
         if self.loss_type not in LOSS_TYPES:
             errors.append(f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
         if self.device not in ("auto", "cpu", "cuda"):

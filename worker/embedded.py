@@ -9,6 +9,7 @@ Tests start workers the same way (``tests/support/celery_worker.py``).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -44,6 +45,13 @@ def worker_command(
     if name:
         cmd += ["-n", name]
     return cmd
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the process that started it dies, even by
+    SIGKILL, so a local worker is never left behind (Linux ``PR_SET_PDEATHSIG``)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
 
 
 def embedded_broker(settings: Settings) -> bool:
@@ -83,6 +91,7 @@ class EmbeddedWorker:
         self.proc = subprocess.Popen(
             cmd, env=self.env, stdout=log_file, stderr=subprocess.STDOUT,
             start_new_session=True, cwd=str(Path(__file__).resolve().parents[1]),
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
         log.info("started local worker (pid %s, queues %s, log %s)", self.proc.pid,
                  ",".join(self.queues), self.log_path)

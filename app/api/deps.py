@@ -56,14 +56,38 @@ def optional_user(request: Request, session: SessionDep) -> User | None:
         session.commit()
 
 
-def _resolve_user(request: Request, session: Session) -> User | None:
+def _bearer_token(request: Request) -> str | None:
     authorization = request.headers.get("authorization", "")
     if authorization.lower().startswith("bearer "):
-        user = user_service.user_for_token(session, authorization[7:].strip())
+        return authorization[7:].strip()
+    return None
+
+
+def _session_user_id(request: Request) -> int | None:
+    return request.session.get("user_id") if "session" in request.scope else None
+
+
+def caller_is_known(request: Request, session: Session) -> bool:
+    """Whether ``request`` carries a valid bearer token or a session of an existing user.
+
+    The gate before an upload's body is read (:mod:`app.api.limits`): no CSRF check here,
+    the route's own dependencies still run in full once the body is in.
+    """
+    token = _bearer_token(request)
+    if token is not None:
+        return user_service.user_for_token(session, token) is not None
+    user_id = _session_user_id(request)
+    return user_id is not None and session.get(User, user_id) is not None
+
+
+def _resolve_user(request: Request, session: Session) -> User | None:
+    token = _bearer_token(request)
+    if token is not None:
+        user = user_service.user_for_token(session, token)
         if user is None:
             raise NotAuthenticated("Invalid, expired or revoked token")
         return user
-    user_id = request.session.get("user_id") if "session" in request.scope else None
+    user_id = _session_user_id(request)
     if user_id is None:
         return None
     if request.method not in SAFE_METHODS:

@@ -6,6 +6,9 @@ the API knows a status code. ``app.main`` installs :func:`error_response` for bo
 
 from __future__ import annotations
 
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
 from app.errors import (
     Conflict,
     DomainError,
@@ -37,6 +40,11 @@ _STATUS: tuple[tuple[type[DomainError], int], ...] = (
 #: Errors of the model layer that requests can meet, and what the caller is told.
 MODEL_ERRORS: tuple[type[Exception], ...] = (CaptionBackendError, ModelUnavailable)
 
+#: Errors of the database driver when the database is down, restarting, or out of connections
+#: (deadlock victims too): the request may succeed if tried again, so they are 503s.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError, PoolTimeout)
+DATABASE_UNAVAILABLE = "The database is unavailable or busy right now; try again in a moment"
+
 
 def http_status(exc: DomainError) -> int:
     for kind, status in _STATUS:
@@ -53,4 +61,6 @@ def as_domain_error(exc: Exception) -> DomainError:
         return ServiceUnavailable(f"The caption model is unavailable: {exc}")
     if isinstance(exc, CaptionBackendError):
         return ServiceUnavailable(f"The caption model failed: {exc}")
+    if isinstance(exc, DATABASE_ERRORS):
+        return ServiceUnavailable(DATABASE_UNAVAILABLE)
     raise TypeError(f"not an expected error: {exc!r}")

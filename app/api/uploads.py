@@ -1,16 +1,46 @@
-"""Read multipart files into memory with a size cap, before any validation or write."""
+"""Read multipart files into memory with a size cap, before any validation or write; and
+what each upload parameter carries (:class:`UploadKind`), from which its route's body limit
+follows."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import Enum
 
 from fastapi import UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from app.errors import PayloadTooLarge
 from app.services.concepts import Upload
+from app.services.training import MAX_DATASET_BYTES
 from app.settings import StorageSettings
 from app.storage import ValidImage, validate_image
+
+
+class UploadKind(Enum):
+    """What one ``File()`` parameter carries, written next to it in its ``Annotated``
+    (``Annotated[list[UploadFile], File(), UploadKind.PHOTOS]``).
+
+    :mod:`app.api.limits` reads it from the matched route: the route's body may weigh
+    ``storage.max_body_bytes`` plus :meth:`max_bytes` of each of its file parameters, and it
+    is read only once the caller is known.
+    """
+
+    PHOTO = "photo"  # one photo
+    PHOTOS = "photos"  # up to storage.max_files_per_upload photos
+    PHOTO_BATCH = "photo_batch"  # up to storage.max_files_per_batch photos
+    DATASET = "dataset"  # one training dataset file
+
+    def max_bytes(self, storage: StorageSettings) -> int:
+        match self:
+            case UploadKind.PHOTO:
+                return storage.max_upload_bytes
+            case UploadKind.PHOTOS:
+                return storage.max_files_per_upload * storage.max_upload_bytes
+            case UploadKind.PHOTO_BATCH:
+                return storage.max_files_per_batch * storage.max_upload_bytes
+            case UploadKind.DATASET:
+                return MAX_DATASET_BYTES
 
 
 async def read_uploads(files: Sequence[UploadFile], max_bytes: int) -> list[Upload]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from app.cli.context import open_container, user_named
+from app.cli.context import fail, open_container, user_named
 
 if TYPE_CHECKING:
     from app.container import Container
@@ -29,19 +29,63 @@ def _open_retrieval() -> Iterator[tuple[Container, RetrievalService]]:
 
 
 @index_app.command("verify")
-def index_verify() -> None:
-    """Check the index cache against the database (rebuilds it from stored rows if needed)."""
-    with _open_retrieval() as (_, service):
-        typer.echo(
-            json.dumps(
-                {
-                    "vectors": service.index.store.count(),
-                    "revision": service.index.revision,
-                    "embedder": service.index.embedder_id,
-                    "missing_embeddings": service.index.missing_embeddings_count(),
-                }
-            )
+def index_verify(
+    app_url: Annotated[
+        str | None,
+        typer.Option("--app", help="A running app's base URL: compare the index it serves."),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="REPIC_ADMIN_TOKEN", help="An admin's API token for --app."),
+    ] = None,
+) -> None:
+    """Check, without changing anything, a running app's index (--app) and the photo files
+    against the database (exit 1 when they disagree); the cache on disk is reported too."""
+    from app.model_services import ModelLoading
+    from app.services.index_audit import DatabaseIndex, check_app, check_cache, check_files
+
+    with open_container(ModelLoading.NONE) as container, \
+            container.session_factory() as session:
+        db = DatabaseIndex.read(session)
+        cache_problems = check_cache(db, container.settings.index_dir)
+        problems, files = check_files(
+            session, container.store, container.settings.storage.orphan_grace_s
         )
+    app_status = None
+    if app_url:
+        app_status = _app_index_status(app_url, token)
+        problems += check_app(db, app_status)
+    report = {
+        "ok": not problems,
+        "embedder": db.embedder_id,
+        "vectors": sum(db.vectors.values()),
+        "owners": len(db.vectors),
+        "files_checked": files,
+        # A cache behind the database is rebuilt at the next start (and a running app saves
+        # a second or so after each change): reported, not a failure.
+        "cache": {"ok": not cache_problems, "problems": cache_problems},
+        "app": None if app_status is None else {"url": app_url,
+                                                "vectors": app_status.get("vectors")},
+        "problems": problems,
+    }
+    typer.echo(json.dumps(report, indent=2))
+    if problems:
+        raise typer.Exit(1)
+
+
+def _app_index_status(url: str, token: str | None) -> dict[str, Any]:
+    import httpx
+
+    if not token:
+        fail("--app needs an admin's API token (--token or REPIC_ADMIN_TOKEN)")
+    try:
+        r = httpx.get(f"{url.rstrip('/')}/api/admin/index/status",
+                      headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    except httpx.HTTPError as exc:
+        fail(f"cannot reach {url}: {exc}")
+    if r.status_code != 200:
+        fail(f"{url} answered {r.status_code}: {r.text[:200]}")
+    return dict(r.json())
 
 
 @index_app.command("rebuild")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Annotated
 
 import typer
@@ -36,6 +37,9 @@ def serve(
         # No broker configured: run the jobs on a local worker over the SQLite broker.
         local_worker = EmbeddedWorker(settings).start()
         typer.echo(f"local worker started (log: {local_worker.log_path})")
+    # uvicorn re-raises the signal that stopped it once it has shut down; with the default
+    # SIGTERM action that would end this process before the local worker is stopped.
+    signal.signal(signal.SIGTERM, _stop_quietly)
     try:
         uvicorn.run(
             "app.asgi:app",
@@ -44,10 +48,16 @@ def serve(
             workers=workers if not reload else 1,
             reload=reload,
             proxy_headers=True,
+            # No `server: uvicorn` banner: it only tells a scanner what to try.
+            server_header=False,
         )
     finally:
         if local_worker is not None:
             local_worker.stop()
+
+
+def _stop_quietly(signum: int, _frame: object) -> None:
+    raise SystemExit(0)
 
 
 def worker_cmd(

@@ -39,6 +39,7 @@ from PIL import Image
 
 from app.ml.base import InferenceModel
 from app.ml.errors import ModelUnavailable
+from app.ml.images import model_ready
 
 logger = logging.getLogger(__name__)
 
@@ -281,7 +282,11 @@ class ClipEmbedder(InferenceModel[_ClipParts]):
         return np.ascontiguousarray(out.cpu().numpy(), dtype=np.float32)
 
     def embed_images(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
-        """(n, dim) float32 unit vectors, one per image (any PIL mode; converted to RGB)."""
+        """(n, dim) float32 unit vectors, one per image (any PIL mode; converted to RGB).
+
+        Images go through :func:`~app.ml.images.model_ready`: CLIP's resize of the short side
+        would blow a 20x8000 photo up to tens of megapixels before its centre crop.
+        """
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         model, preprocess, _ = self._loaded()
@@ -293,7 +298,7 @@ class ClipEmbedder(InferenceModel[_ClipParts]):
         with torch.inference_mode():
             for start in range(0, len(images), batch_size):
                 batch = images[start : start + batch_size]
-                pixels = torch.stack([preprocess(img.convert("RGB")) for img in batch])
+                pixels = torch.stack([preprocess(model_ready(img)) for img in batch])
                 pixels = pixels.to(self.device, dtype=self._input_dtype())
                 chunks.append(self._normalised(model.encode_image(pixels)))
         return np.concatenate(chunks)

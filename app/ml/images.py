@@ -1,4 +1,4 @@
-"""Image helpers shared by the caption backends: pixel bounds and ``data:`` URL encoding.
+"""Image helpers shared by the vision models: pixel bounds, model-ready views, ``data:`` URLs.
 
 Images are bounded exactly as in training (Qwen's ``smart_resize``: sides multiples of 28 and
 ``min_pixels <= h*w <= max_pixels``), so a remote server sees the same pixels the in-process
@@ -23,6 +23,13 @@ PIXEL_FACTOR = 28
 #: The paper's upper bound on image size (REPIC_SPEC.md §4).
 DEFAULT_MAX_PIXELS = 1024 * PIXEL_FACTOR * PIXEL_FACTOR
 DEFAULT_MIN_PIXELS = 4 * PIXEL_FACTOR * PIXEL_FACTOR
+
+#: The most extreme aspect ratio (long side / short side) handed to a model; see model_ready.
+MAX_ASPECT_RATIO = 100
+#: Long side of a padded extreme photo: at 1:MAX_ASPECT_RATIO it holds DEFAULT_MAX_PIXELS.
+MAX_PADDED_LONG_SIDE = math.isqrt(DEFAULT_MAX_PIXELS * MAX_ASPECT_RATIO)
+#: Padding colour, the neutral grey of the trainer's composites.
+PAD_COLOR = (128, 128, 128)
 
 ImageFormat = Literal["JPEG", "PNG"]
 
@@ -79,6 +86,41 @@ def fit_pixels(
     if size == rgb.size:
         return rgb
     return rgb.resize(size, Image.Resampling.BICUBIC)
+
+
+def model_ready(image: Image.Image) -> Image.Image:
+    """``image`` in RGB as every vision model here can take it; the caller's image is untouched.
+
+    Qwen's processor refuses an aspect ratio above 200 (``absolute aspect ratio must be
+    smaller than 200``), and so a 20x8000 photo, once stored, failed every caption that used
+    it. Such a photo is padded with grey, centred, to at most ``1:MAX_ASPECT_RATIO``: well
+    inside the processor's limit, for servers that resize before they check. Padding grows the
+    image, so its long side is first brought down to :data:`MAX_PADDED_LONG_SIDE`,
+    which at 1:100 still holds the paper's pixel budget: the model sees no fewer pixels.
+    Anything else comes back as it is (converted to RGB).
+
+    >>> model_ready(Image.new("RGB", (20, 8000))).size
+    (80, 8000)
+    >>> model_ready(Image.new("L", (640, 480))).size, model_ready(Image.new("L", (1, 1))).mode
+    ((640, 480), 'RGB')
+    """
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    short, long = sorted(rgb.size)
+    if long <= short * MAX_ASPECT_RATIO:
+        return rgb
+    if long > MAX_PADDED_LONG_SIDE:
+        scale = MAX_PADDED_LONG_SIDE / long
+        size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
+        rgb = rgb.resize(size, Image.Resampling.BICUBIC)
+        short, long = sorted(rgb.size)
+    padded_short = math.ceil(long / MAX_ASPECT_RATIO)
+    wide = rgb.width >= rgb.height
+    canvas_size = (long, padded_short) if wide else (padded_short, long)
+    canvas = Image.new("RGB", canvas_size, PAD_COLOR)
+    offset = (padded_short - short) // 2
+    canvas.paste(rgb, (0, offset) if wide else (offset, 0))
+    canvas.info.update(image.info)
+    return canvas
 
 
 def to_data_url(image: Image.Image, format: ImageFormat = "JPEG", quality: int = 90) -> str:

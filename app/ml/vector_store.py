@@ -294,6 +294,36 @@ class OwnerVectorStore:
                 removed += len(owner_ids)
         return removed
 
+    def replace_owner(
+        self, owner_id: int, ids: Sequence[int] | np.ndarray, vectors: np.ndarray
+    ) -> None:
+        """Replace all of one owner's vectors (e.g. with what the DB holds now), in one swap:
+        searches see the old set or the new one, never a mix."""
+        owner_id = int(owner_id)
+        id_arr = self._check_ids(ids)
+        vecs = self._check_vectors(vectors, id_arr.size)
+        if np.unique(id_arr).size != id_arr.size:
+            raise DuplicateVectorId(f"owner {owner_id}: an id is repeated")
+        entry = self._build_owner(id_arr, vecs) if id_arr.size else None
+        with self._lock.write():
+            for i in id_arr.tolist():
+                holder = self._owner_of.get(i)
+                if holder is not None and holder != owner_id:
+                    raise DuplicateVectorId(f"id {i} is already stored (owner {holder})")
+            old = self._owners.pop(owner_id, None)
+            if old is not None:
+                for i in old.ids.tolist():
+                    del self._owner_of[i]
+            if entry is not None:
+                self._owners[owner_id] = entry
+                for i in id_arr.tolist():
+                    self._owner_of[i] = owner_id
+
+    def owners(self) -> dict[int, int]:
+        """How many vectors each owner has."""
+        with self._lock.read():
+            return {owner: int(entry.ids.size) for owner, entry in self._owners.items()}
+
     def rebuild(self, entries: Iterable[tuple[int, int, np.ndarray]]) -> None:
         """Replace the whole content with ``(owner_id, id, vector)`` entries (e.g. from the DB).
 

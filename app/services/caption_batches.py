@@ -15,7 +15,7 @@ from app.errors import DomainError, InvalidInput
 from app.ml.backends.base import CaptionBackendError
 from app.ml.errors import ModelUnavailable
 from app.models import Job, User
-from app.services.captions import CaptionService
+from app.services.captions import CaptionService, check_caption_request
 from app.services.concepts import owned_concepts
 from app.services.job_kinds import JobKind
 from app.services.job_runtime import JobContext, JobOutcome
@@ -25,17 +25,8 @@ from app.storage import ImageStore, ValidImage, validate_image
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH = 100
 #: A photo that fails for one of these is recorded as failed; the batch goes on.
 PHOTO_ERRORS = (DomainError, CaptionBackendError, ModelUnavailable, OSError)
-
-
-def check_batch_size(count: int) -> None:
-    """Refuse an empty or oversized batch (callers check before reading the files, too)."""
-    if count == 0:
-        raise InvalidInput("At least one image is required")
-    if count > MAX_BATCH:
-        raise InvalidInput(f"Too many files: {count} sent, at most {MAX_BATCH} per batch")
 
 
 class CaptionBatchService:
@@ -53,6 +44,16 @@ class CaptionBatchService:
         self.jobs = jobs
         self.captions = captions
 
+    def check_size(self, count: int) -> None:
+        """Refuse an empty batch, or one over ``storage.max_files_per_batch`` (its own limit:
+        a batch is a background job, unlike the uploads ``max_files_per_upload`` bounds).
+        The API checks before it reads the files, too."""
+        limit = self.storage.max_files_per_batch
+        if count == 0:
+            raise InvalidInput("At least one image is required")
+        if count > limit:
+            raise InvalidInput(f"Too many files: {count} sent, at most {limit} per batch")
+
     def create(
         self,
         session: Session,
@@ -67,30 +68,27 @@ class CaptionBatchService:
     ) -> Job:
         """Store the (already validated) photos and queue the job, as one unit: a job that
         cannot be queued leaves no new file behind."""
-        check_batch_size(len(photos))
+        self.check_size(len(photos))
+        # Checked now: at run time a bad value would only fail every photo, one by one.
+        check_caption_request(question, max_new_tokens)
         pinned = list(pinned_ids)
         owned_concepts(session, owner, pinned)  # 404 for another user's concept
-        stored: builtins.list[tuple[str, bool]] = [self.store.put(p) for p in photos]
-        params = {
-            "owner_id": owner.id,
-            "concept_ids": pinned,
-            "question": question,
-            "retrieve": retrieve,
-            "max_new_tokens": max_new_tokens,
-            "photos": [
-                {"path": path, "filename": p.filename, "sha256": p.sha256}
-                for (path, _), p in zip(stored, photos, strict=True)
-            ],
-        }
-        try:
+        # The photos wait in the job's params (which count as references) until it runs.
+        with self.store.claimed(photos) as claims:
+            params = {
+                "owner_id": owner.id,
+                "concept_ids": pinned,
+                "question": question,
+                "retrieve": retrieve,
+                "max_new_tokens": max_new_tokens,
+                "photos": [
+                    {"path": claim.relative, "filename": p.filename, "sha256": p.sha256}
+                    for claim, p in zip(claims, photos, strict=True)
+                ],
+            }
             return self.jobs.create(
                 session, JobKind.CAPTION_BATCH, params, owner, request_id=request_id
             )
-        except BaseException:
-            for path, is_new in stored:
-                if is_new:
-                    self.store.delete(path)
-            raise
 
     def run(self, ctx: JobContext) -> JobOutcome:
         """The ``caption_batch`` runner: caption every photo of a batch upload (cpu queue)."""

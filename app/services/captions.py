@@ -37,6 +37,21 @@ from app.storage import ImageStore, ValidImage
 log = logging.getLogger(__name__)
 
 FEEDBACK: tuple[str, ...] = tuple(Feedback)
+MAX_QUESTION_CHARS = 1000
+MAX_EDITED_CHARS = 5000
+#: The most new tokens a caller may ask for (the configured default obeys it too).
+MAX_NEW_TOKENS = 4096
+
+
+def check_caption_request(question: str | None, max_new_tokens: int | None) -> None:
+    """Refuse a question or a generation length no caption can be made with.
+
+    ``None`` means "the configured default"; ``0`` is refused, never read as "not given".
+    """
+    if question is not None and len(question) > MAX_QUESTION_CHARS:
+        raise InvalidInput(f"Question must be at most {MAX_QUESTION_CHARS} characters")
+    if max_new_tokens is not None and not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
+        raise InvalidInput(f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS}")
 
 
 @dataclass
@@ -104,6 +119,9 @@ class CaptionService:
         feedback: str,
         edited_caption: str | None = None,
     ) -> Caption:
+        """Store the owner's verdict; only ``edited`` keeps a new text (any other verdict,
+        ``none`` included, drops an earlier edit, which would otherwise still be shown and used
+        as the caption)."""
         row = self.get(session, owner, caption_id)
         if feedback not in FEEDBACK:
             raise InvalidInput(f"feedback must be one of {', '.join(FEEDBACK)}")
@@ -111,9 +129,15 @@ class CaptionService:
             text = (edited_caption or "").strip()
             if not text:
                 raise InvalidInput("An edited caption needs its new text")
-            if len(text) > 5000:
-                raise InvalidInput("An edited caption must be at most 5000 characters")
+            if len(text) > MAX_EDITED_CHARS:
+                raise InvalidInput(
+                    f"An edited caption must be at most {MAX_EDITED_CHARS} characters"
+                )
             row.edited_caption = text
+        elif edited_caption is not None:
+            raise InvalidInput(f"edited_caption is only accepted with feedback '{Feedback.EDITED}'")
+        else:
+            row.edited_caption = None
         row.feedback = feedback
         session.commit()
         return row
@@ -202,11 +226,8 @@ class CaptionService:
         k: int | None = None,
     ) -> CaptionOutcome:
         started = time.perf_counter()
-        if question is not None and len(question) > 1000:
-            raise InvalidInput("Question must be at most 1000 characters")
-        max_tokens = max_new_tokens or self.settings.max_new_tokens
-        if not 1 <= max_tokens <= 4096:
-            raise InvalidInput("max_new_tokens must be between 1 and 4096")
+        check_caption_request(question, max_new_tokens)
+        max_tokens = self.settings.max_new_tokens if max_new_tokens is None else max_new_tokens
         image = upload.open()
 
         def prepare() -> tuple[
@@ -230,35 +251,28 @@ class CaptionService:
         timings["generate"] = round(result.generate_ms, 2)
 
         def store() -> Caption:
-            relative, is_new = self.image_store.put(upload)
-            row = Caption(
-                owner_id=owner.id,
-                image_sha256=upload.sha256,
-                image_path=relative,
-                width=upload.width,
-                height=upload.height,
-                question=prompt.question,
-                caption=result.text.strip(),
-                concepts=[u.__dict__ for u in used],
-                model_version_id=version.id if version else None,
-                model_name=result.model,
-                backend=result.backend,
-                tiny_model=self.tiny,
-                prompt_tokens=result.prompt_tokens,
-                completion_tokens=result.completion_tokens,
-            )
-            with self.session_factory() as session:
-                try:
+            with self.image_store.claimed([upload]) as (claim,):
+                row = Caption(
+                    owner_id=owner.id,
+                    image_sha256=upload.sha256,
+                    image_path=claim.relative,
+                    width=upload.width,
+                    height=upload.height,
+                    question=prompt.question,
+                    caption=result.text.strip(),
+                    concepts=[u.__dict__ for u in used],
+                    model_version_id=version.id if version else None,
+                    model_name=result.model,
+                    backend=result.backend,
+                    tiny_model=self.tiny,
+                    prompt_tokens=result.prompt_tokens,
+                    completion_tokens=result.completion_tokens,
+                )
+                with self.session_factory() as session, session.begin():
                     session.add(row)
                     session.flush()
                     timings["total"] = round((time.perf_counter() - started) * 1000, 2)
                     row.timings_ms = dict(timings)
-                    session.commit()
-                except BaseException:
-                    session.rollback()
-                    if is_new:
-                        self.image_store.delete(relative)
-                    raise
             return row
 
         row = await asyncio.to_thread(store)

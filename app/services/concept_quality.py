@@ -1,16 +1,20 @@
-"""Registration quality and threshold calibration as pure functions of one owner's photo
-similarity matrix: near duplicates, photos that look like another concept, ``min_score``."""
+"""Registration quality and threshold calibration as pure functions of one owner's photos:
+near duplicates, photos that look like another concept, photos too small to show anything
+(from their sizes alone), ``min_score`` (from the similarity matrix)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 #: Two photos this similar are reported as duplicates on the concept page.
 DUPLICATE_SIMILARITY = 0.985
+#: A photo with a side shorter than this many pixels shows too little of its subject: the
+#: models scale it up (Qwen's view is at least 56x56, CLIP's 224x224 or more) and see a blur.
+MIN_PHOTO_SIDE = 32
 
 
 @dataclass
@@ -80,6 +84,33 @@ def concept_quality(photos: OwnerPhotos, concept_id: int, concept_name: str) -> 
                 )
         result.per_image[ids[i]] = quality
     return result
+
+
+class SizedPhoto(Protocol):
+    """What :func:`size_warnings` reads of a photo (a ``ConceptImage`` row has it)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def height(self) -> int: ...
+
+
+def size_warnings(photos: Iterable[SizedPhoto]) -> list[str]:
+    """Warnings for photos with a side under :data:`MIN_PHOTO_SIDE`; needs no model.
+
+    >>> from types import SimpleNamespace as Photo
+    >>> size_warnings([Photo(id=1, width=640, height=480), Photo(id=2, width=1, height=1)])
+    ... # doctest: +ELLIPSIS
+    ['Photo 2 is only 1x1 pixels (under 32 on a side): too small to show the concept; ...']
+    """
+    return [
+        f"Photo {p.id} is only {p.width}x{p.height} pixels (under {MIN_PHOTO_SIDE} on a side): "
+        "too small to show the concept; add a larger photo."
+        for p in photos
+        if min(p.width, p.height) < MIN_PHOTO_SIDE
+    ]
 
 
 def best_matches(sims: np.ndarray, concept_ids: Sequence[int]) -> tuple[list[float], list[float]]:

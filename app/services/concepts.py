@@ -8,21 +8,20 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import functools
 import logging
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from sqlalchemy import Text, cast, func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from app.db import paginate
 from app.errors import ConceptNotFound, Conflict, ImageNotFound, InvalidInput
-from app.models import Caption, Concept, ConceptImage, EvaluationSet, User, utcnow
-from app.storage import ImageStore, ValidImage, validate_image
+from app.models import Concept, ConceptImage, User, utcnow
+from app.storage import ImageStore, StoredClaim, ValidImage, validate_image
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +51,9 @@ class UploadLimits:
 class Transaction:
     """Side effects outside the database that must follow its commit or rollback."""
 
+    #: Last writes of the transaction, run just before the commit (the index revision bump:
+    #: taken last, its row lock is held for the shortest time and always after the data rows').
+    before_commit: builtins.list[Callable[[], None]] = field(default_factory=list)
     on_commit: builtins.list[Callable[[], None]] = field(default_factory=list)
     on_rollback: builtins.list[Callable[[], None]] = field(default_factory=list)
 
@@ -77,6 +79,8 @@ def unit_of_work(session: Session) -> Iterator[Transaction]:
     tx = Transaction()
     try:
         yield tx
+        for action in tx.before_commit:
+            action()
         session.commit()
     except BaseException:
         session.rollback()
@@ -182,10 +186,25 @@ class ConceptService:
             select(Concept)
             .where(Concept.id == concept_id, Concept.owner_id == owner.id)
             .options(selectinload(Concept.images))
+            .execution_options(populate_existing=True)
         )
         if concept is None:
             raise ConceptNotFound()
         return concept
+
+    def _lock(self, session: Session, owner: User, concept_id: int) -> Concept:
+        """``get`` for a change: the concept's row is written first, which locks it until the
+        commit (a row lock on PostgreSQL, the write lock on SQLite). Changes of one concept
+        then run one after the other, each sees the photos the previous one committed, and a
+        concept deleted meanwhile is a 404 rather than a foreign-key error."""
+        touched = session.execute(
+            update(Concept)
+            .where(Concept.id == concept_id, Concept.owner_id == owner.id)
+            .values(updated_at=utcnow())
+        )
+        if not getattr(touched, "rowcount", 0):
+            raise ConceptNotFound()
+        return self.get(session, owner, concept_id)
 
     def get_by_names(
         self, session: Session, owner: User, names: Sequence[str]
@@ -291,22 +310,24 @@ class ConceptService:
     ) -> Concept:
         """Change the text fields and add ``uploads``, as one unit: a bad photo or a taken
         name leaves the concept as it was."""
-        concept = self.get(session, owner, concept_id)
         images = self.validate_uploads(uploads, required=False) if uploads else []
-        if name is not None:
-            new_name = clean_name(name)
-            if new_name != concept.name:
-                self._ensure_name_free(session, owner, new_name, exclude_id=concept.id)
-                concept.name = new_name
+        new_name = clean_name(name) if name is not None else None
         if description is not None:
-            concept.description = clean_text(description, MAX_DESCRIPTION, "Description")
+            description = clean_text(description, MAX_DESCRIPTION, "Description")
         if category is not None:
-            concept.category = clean_text(category, MAX_CATEGORY, "Category")
-        if use_for_training is not None:
-            concept.use_for_training = use_for_training
-        concept.updated_at = utcnow()
+            category = clean_text(category, MAX_CATEGORY, "Category")
         try:
             with unit_of_work(session) as tx:
+                concept = self._lock(session, owner, concept_id)
+                if new_name is not None and new_name != concept.name:
+                    self._ensure_name_free(session, owner, new_name, exclude_id=concept.id)
+                    concept.name = new_name
+                if description is not None:
+                    concept.description = description
+                if category is not None:
+                    concept.category = category
+                if use_for_training is not None:
+                    concept.use_for_training = use_for_training
                 if images:
                     self._attach(session, tx, owner, concept, images)
         except IntegrityError:
@@ -320,11 +341,12 @@ class ConceptService:
         concept_id: int,
         uploads: Sequence[Upload],
     ) -> builtins.list[ConceptImage]:
-        concept = self.get(session, owner, concept_id)
+        """Add photos; a photo whose bytes the concept already has is not stored twice (its
+        existing row is returned in its place)."""
         images = self.validate_uploads(uploads, required=True)
         with unit_of_work(session) as tx:
+            concept = self._lock(session, owner, concept_id)
             rows = self._attach(session, tx, owner, concept, images)
-            concept.updated_at = utcnow()
         return rows
 
     def set_image_flags(
@@ -350,21 +372,26 @@ class ConceptService:
         return image
 
     def delete_image(self, session: Session, owner: User, concept_id: int, image_id: int) -> None:
-        image = self.get_image(session, owner, concept_id, image_id)
-        concept = self.get(session, owner, concept_id)
-        if len(concept.images) <= 1:
-            raise InvalidInput(
-                "A concept needs at least one photo: add another first, or delete the concept"
-            )
-        self._delete_images(session, owner, [image])
+        with unit_of_work(session) as tx:
+            concept = self._lock(session, owner, concept_id)
+            image = next((i for i in concept.images if i.id == image_id), None)
+            if image is None:
+                raise ImageNotFound()
+            if len(concept.images) <= 1:
+                raise InvalidInput(
+                    "A concept needs at least one photo: add another first, or delete the concept"
+                )
+            self.hooks.images_removed(session, tx, owner.id, [image.id])
+            session.delete(image)
+        self._remove_files([image.path])
 
     def delete(self, session: Session, owner: User, concept_id: int) -> None:
-        concept = self.get(session, owner, concept_id)
-        images = list(concept.images)
         with unit_of_work(session) as tx:
+            concept = self._lock(session, owner, concept_id)
+            images = list(concept.images)
             self.hooks.images_removed(session, tx, owner.id, [i.id for i in images])
             session.delete(concept)
-        self._remove_unreferenced_files(session, images)
+        self._remove_files([i.path for i in images])
 
     # -- internals ---------------------------------------------------------------------
     def _ensure_name_free(
@@ -386,16 +413,22 @@ class ConceptService:
         concept: Concept,
         images: Sequence[ValidImage],
     ) -> builtins.list[ConceptImage]:
+        """Rows for ``images`` in ``concept`` (its photos must be loaded under the lock);
+        bytes it already holds, or that repeat in ``images``, keep one row."""
+        existing = {i.sha256: i for i in concept.images}
         rows: builtins.list[ConceptImage] = []
+        new_rows: builtins.list[ConceptImage] = []
+        new_images: builtins.list[ValidImage] = []
         for image in images:
-            relative, is_new = self.store.put(image)
-            if is_new:
-                tx.on_rollback.append(functools.partial(self._delete_if_unreferenced, relative))
+            if image.sha256 in existing:
+                rows.append(existing[image.sha256])
+                continue
+            claim = self._claim(tx, image)
             row = ConceptImage(
                 concept_id=concept.id,
                 owner_id=owner.id,
                 sha256=image.sha256,
-                path=relative,
+                path=claim.relative,
                 original_filename=image.filename,
                 width=image.width,
                 height=image.height,
@@ -403,33 +436,26 @@ class ConceptService:
                 bytes=len(image.data),
             )
             session.add(row)
+            existing[image.sha256] = row
             rows.append(row)
+            new_rows.append(row)
+            new_images.append(image)
         session.flush()
-        self.hooks.images_added(session, tx, owner.id, rows, images)
+        if new_rows:
+            self.hooks.images_added(session, tx, owner.id, new_rows, new_images)
         return rows
 
-    def _delete_images(self, session: Session, owner: User, images: Sequence[ConceptImage]) -> None:
-        with unit_of_work(session) as tx:
-            self.hooks.images_removed(session, tx, owner.id, [i.id for i in images])
-            for image in images:
-                session.delete(image)
-        self._remove_unreferenced_files(session, images)
+    def _claim(self, tx: Transaction, image: ValidImage) -> StoredClaim:
+        """Store ``image``'s file, held until the transaction ends (see ``ImageStore``)."""
+        claim = self.store.claim(image)
+        tx.on_commit.append(claim.release)
+        tx.on_rollback.append(claim.abandon)
+        return claim
 
-    def _remove_unreferenced_files(self, session: Session, images: Sequence[ConceptImage]) -> None:
-        for path in {i.path for i in images}:
-            self._delete_if_unreferenced(path, session)
-
-    def _delete_if_unreferenced(self, relative: str, session: Session | None = None) -> None:
-        if session is not None:
-            still_used = session.scalar(
-                select(ConceptImage.id).where(ConceptImage.path == relative).limit(1)
-            ) or session.scalar(select(Caption.id).where(Caption.image_path == relative).limit(1))
-            if still_used is None:  # query photos of evaluation sets live in their JSON
-                still_used = session.scalar(
-                    select(EvaluationSet.id)
-                    .where(cast(EvaluationSet.queries, Text).contains(relative))
-                    .limit(1)
-                )
-            if still_used is not None:
-                return
-        self.store.delete(relative)
+    def _remove_files(self, paths: Sequence[str]) -> None:
+        """After the rows' deletion committed: remove the files no other row uses."""
+        for path in dict.fromkeys(paths):
+            try:
+                self.store.delete(path)
+            except Exception:  # an orphan file is harmless: the sweeper removes it later
+                log.exception("could not remove %s", path)

@@ -90,13 +90,17 @@ def missing_count(session: Session, embedder_id: str) -> int:
     return len(session.scalars(missing).all())
 
 
-def stored_vectors(session: Session, embedder_id: str, dim: int) -> list[PhotoVector]:
-    """Every stored embedding from ``embedder_id``, by photo id (what the index is built from)."""
-    rows = session.execute(
-        select(ImageEmbedding.owner_id, ImageEmbedding.image_id, ImageEmbedding.vector)
-        .where(ImageEmbedding.embedder_id == embedder_id)
-        .order_by(ImageEmbedding.image_id)
+def stored_vectors(
+    session: Session, embedder_id: str, dim: int, owner_id: int | None = None
+) -> list[PhotoVector]:
+    """Every stored embedding from ``embedder_id`` (of one owner, or all), by photo id: what
+    the index is built from."""
+    query = select(ImageEmbedding.owner_id, ImageEmbedding.image_id, ImageEmbedding.vector).where(
+        ImageEmbedding.embedder_id == embedder_id
     )
+    if owner_id is not None:
+        query = query.where(ImageEmbedding.owner_id == owner_id)
+    rows = session.execute(query.order_by(ImageEmbedding.image_id))
     return [PhotoVector(int(o), int(i), to_vector(v, dim)) for o, i, v in rows]
 
 

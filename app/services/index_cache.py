@@ -23,9 +23,12 @@ class IndexCacheWriter:
         index_dir: Path,
         current_store: Callable[[], OwnerVectorStore],
         save_delay_s: float = 1.0,
+        is_current: Callable[[], bool] | None = None,
     ) -> None:
         self.index_dir = index_dir
         self.current_store = current_store
+        #: Checked before each write: a store that fell behind the database is not saved.
+        self.is_current = is_current
         self.save_delay_s = save_delay_s
         self._timer: threading.Timer | None = None
         self._lock = threading.Lock()
@@ -40,9 +43,14 @@ class IndexCacheWriter:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def save_now(self) -> None:
+    def save_now(self) -> bool:
+        """Write the cache; returns False (and writes nothing) when the store is not current."""
         with self._lock, self._dir_lock():
+            if self.is_current is not None and not self.is_current():
+                log.info("index cache not saved: this process is behind the database")
+                return False
             self.current_store().save(self.index_dir)
+            return True
 
     def schedule_save(self, delay: float | None = None) -> None:
         """Coalesce saves: many uploads in a burst cost one write of the cache."""

@@ -10,6 +10,7 @@ saved atomically, checked against the database at start and rebuilt from the sto
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -19,14 +20,15 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from sqlalchemy import select, update
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.ml.embedder import ClipEmbedder
 from app.ml.errors import VectorStoreError
 from app.ml.vector_store import OwnerVectorStore
-from app.models import ConceptImage, ImageEmbedding, IndexRevision
-from app.services.concepts import Transaction
+from app.models import ConceptImage, ImageEmbedding, IndexRevision, OwnerIndexRevision
+from app.services.concepts import Transaction, unit_of_work
 from app.services.embeddings import (
     PhotoVector,
     add_embeddings,
@@ -74,8 +76,13 @@ class IndexSync:
         self.batch_size = batch_size
         self.refresh_interval_s = refresh_interval_s
         self.store = OwnerVectorStore(embedder.dim, embedder.model_id, settings.approx_threshold)
-        self.cache = IndexCacheWriter(index_dir, lambda: self.store, save_delay_s)
+        self.cache = IndexCacheWriter(
+            index_dir, lambda: self.store, save_delay_s, is_current=self.is_current
+        )
+        #: The embedder row's revision (bumped when the serving embedder changes).
         self.revision = 0
+        #: Each owner's index revision that the store reflects (see ``OwnerIndexRevision``).
+        self.revisions: dict[int, int] = {}
         self._stale = False
         self._last_check = 0.0
         self._refresh_lock = threading.Lock()
@@ -146,14 +153,16 @@ class IndexSync:
         began = time.perf_counter()
         with self.session_factory() as session:
             self._ensure_revision_row(session)
-            expected = self._expected_ids(session)
             revision = self._db_revision(session)
+            revisions = owner_revisions(session)
+            expected = self._expected_ids(session)
         outcome = "loaded"
         try:
             loaded = OwnerVectorStore.load(self.index_dir)
             report = loaded.verify(expected, self.embedder_id)
             if report.ok:
                 self.store = loaded
+                self.revisions = revisions
             else:
                 log.warning(
                     "index cache disagrees with the database (%s); rebuilding from "
@@ -212,14 +221,17 @@ class IndexSync:
     def rebuild_from_db(self) -> int:
         """Rebuild the whole cache from the stored embeddings of the serving embedder."""
         with self.session_factory() as session:
-            vectors = stored_vectors(session, self.embedder_id, self.embedder.dim)
+            # Revisions first: the vectors read after them are at least as new.
             revision = self._db_revision(session)
+            revisions = owner_revisions(session)
+            vectors = stored_vectors(session, self.embedder_id, self.embedder.dim)
         store = OwnerVectorStore(
             self.embedder.dim, self.embedder_id, self.settings.approx_threshold
         )
         store.rebuild([(v.owner_id, v.image_id, v.vector) for v in vectors])
         self.store = store
         self.revision = revision
+        self.revisions = revisions
         self._stale = False
         self.cache.schedule_save(0)
         return len(vectors)
@@ -236,25 +248,51 @@ class IndexSync:
         self.cache.close()
 
     # -- keeping replicas in step -------------------------------------------------------
-    def _bump_revision(self, session: Session, tx: Transaction) -> None:
-        session.execute(
-            update(IndexRevision)
-            .where(IndexRevision.id == 1)
-            .values(revision=IndexRevision.revision + 1)
-        )
-        written = self._db_revision(session)
+    def _bump_owner(
+        self, session: Session, tx: Transaction, owner_id: int, apply: Callable[[], None]
+    ) -> None:
+        """Bump ``owner_id``'s revision as the transaction's last write; after the commit,
+        ``apply`` the change to this process's store when it was current, else refresh the
+        owner from the database (another process changed it meanwhile)."""
+        written: list[int] = []
+
+        def bump() -> None:
+            written.append(bump_owner_revision(session, owner_id))
 
         def after_commit() -> None:
-            if written == self.revision + 1:
-                self.revision = written
-            else:  # another replica changed the store meanwhile: refresh from the DB
-                self._stale = True
+            self._follow_commit(owner_id, written[0], apply)
             self.cache.schedule_save()
 
+        tx.before_commit.append(bump)
         tx.on_commit.append(after_commit)
 
+    def _follow_commit(self, owner_id: int, written: int, apply: Callable[[], None]) -> None:
+        with self._refresh_lock:
+            known = self.revisions.get(owner_id, 0)
+            if written <= known:
+                return  # a refresh after that commit already read it from the database
+            if written == known + 1:
+                apply()
+                self.revisions[owner_id] = written
+            else:
+                self._refresh_owner(owner_id)
+
+    def _refresh_owner(self, owner_id: int) -> None:
+        """Serve what the database holds for one owner (the caller holds the refresh lock)."""
+        with self.session_factory() as session:
+            revision = owner_revisions(session, owner_id).get(owner_id, 0)
+            vectors = stored_vectors(session, self.embedder_id, self.embedder.dim, owner_id)
+        dim = self.embedder.dim
+        self.store.replace_owner(
+            owner_id,
+            [v.image_id for v in vectors],
+            np.stack([v.vector for v in vectors]) if vectors else np.empty((0, dim), np.float32),
+        )
+        self.revisions[owner_id] = revision
+
     def maybe_refresh(self) -> None:
-        """Follow changes made by other app processes (checked at most once a second)."""
+        """Follow changes made by other processes (checked at most once a second): owners
+        whose revision moved are reloaded from the database, the others are left alone."""
         now = time.monotonic()
         if not self._stale and now - self._last_check < self.refresh_interval_s:
             return
@@ -263,14 +301,65 @@ class IndexSync:
             row = session.get(IndexRevision, 1)
             revision = int(row.revision) if row else 0
             serving = (row.embedder_id, dict(row.embedder_spec or {})) if row else ("", {})
+            revisions = owner_revisions(session)
         if serving[0] and serving[0] != self.embedder_id:
             self._switch_embedder(*serving)
-        if revision != self.revision or self._stale:
-            with self._refresh_lock:
-                log.info(
-                    "index revision %s -> %s: refreshing from the database", self.revision, revision
-                )
+            return
+        with self._refresh_lock:
+            if revision != self.revision or self._stale:
+                log.info("index revision %s -> %s: rebuilding from the database",
+                         self.revision, revision)
                 self.rebuild_from_db()
+                return
+            moved = [
+                owner
+                for owner in set(revisions) | set(self.store.owners())
+                if revisions.get(owner, 0) != self.revisions.get(owner, 0)
+                or owner not in revisions
+            ]
+            for owner in moved:
+                log.info("owner %s index revision %s -> %s: refreshing", owner,
+                         self.revisions.get(owner, 0), revisions.get(owner, 0))
+                self._refresh_owner(owner)
+        if moved:
+            self.cache.schedule_save()
+
+    def is_current(self) -> bool:
+        """Whether this process serves what the database holds (checked before the cache is
+        written: a process that fell behind must not overwrite a newer cache)."""
+        try:
+            with self.session_factory() as session:
+                revision = self._db_revision(session)
+                revisions = owner_revisions(session)
+                row = session.get(IndexRevision, 1)
+                embedder = row.embedder_id if row else self.embedder_id
+        except Exception:  # the database is away: do not write what cannot be checked
+            log.warning("index cache not saved: the database cannot be reached")
+            return False
+        with self._refresh_lock:
+            known = {o: r for o, r in self.revisions.items() if r}
+            return (
+                embedder == self.embedder_id
+                and revision == self.revision
+                and {o: r for o, r in revisions.items() if r} == known
+            )
+
+    def status(self) -> dict[str, Any]:
+        """What this process serves: embedder, revisions and vectors per owner."""
+        counts = self.store.owners()
+        with self._refresh_lock:
+            revisions = dict(self.revisions)
+        owners = sorted(set(counts) | set(revisions))
+        return {
+            "embedder_id": self.embedder_id,
+            "target_embedder_id": self.target_embedder.model_id if self.target_embedder else None,
+            "revision": self.revision,
+            "vectors": sum(counts.values()),
+            "owners": [
+                {"owner_id": o, "vectors": counts.get(o, 0), "revision": revisions.get(o, 0)}
+                for o in owners
+            ],
+        }
 
     def _switch_embedder(self, embedder_id: str, spec: dict[str, Any]) -> None:
         """Another process re-embedded everything: serve with the embedder it switched to."""
@@ -311,17 +400,14 @@ class IndexSync:
             self.embedder_id,
             (PhotoVector(owner_id, i, v) for i, v in zip(ids, vectors, strict=True)),
         )
-        self._bump_revision(session, tx)
         session.flush()
-        self.store.add(owner_id, ids, vectors)
-        tx.on_rollback.append(lambda: void(self.store.remove(ids)))
+        self._bump_owner(session, tx, owner_id, lambda: self.store.add(owner_id, ids, vectors))
 
     def images_removed(
         self, session: Session, tx: Transaction, owner_id: int, image_ids: Sequence[int]
     ) -> None:
-        self._bump_revision(session, tx)
         ids = list(image_ids)
-        tx.on_commit.insert(0, lambda: void(self.store.remove(ids)))
+        self._bump_owner(session, tx, owner_id, lambda: void(self.store.remove(ids)))
 
     def _enqueue_safely(self, image_ids: list[int]) -> None:
         if self.enqueue_embedding is None:
@@ -344,8 +430,7 @@ class IndexSync:
         if not todo:
             return {"embedded": 0}
         vectors = self.embed(open_photos(self.image_store, todo))
-        tx = Transaction()
-        with self.session_factory() as session:
+        with self.session_factory() as session, unit_of_work(session) as tx:
             added = still_registered(
                 session,
                 [
@@ -354,11 +439,14 @@ class IndexSync:
                 ],
             )
             add_embeddings(session, self.embedder_id, added)
-            self._bump_revision(session, tx)
-            session.commit()
-        for item in added:
-            self.store.add(item.owner_id, [item.image_id], item.vector[None, :])
-        tx.committed()
+            for owner_id in sorted({item.owner_id for item in added}):
+                mine = [item for item in added if item.owner_id == owner_id]
+                self._bump_owner(session, tx, owner_id, functools.partial(
+                    self.store.add,
+                    owner_id,
+                    [item.image_id for item in mine],
+                    np.stack([item.vector for item in mine]),
+                ))
         return {"embedded": len(added)}
 
     # -- re-embedding with a new embedder -----------------------------------------------
@@ -400,3 +488,24 @@ class IndexSync:
         self.embedder = target
         self.rebuild_from_db()
         return {"embedded": done, "embedder_id": target_id, "vectors": self.store.count()}
+
+
+def owner_revisions(session: Session, owner_id: int | None = None) -> dict[int, int]:
+    """Every owner's index revision (or one owner's)."""
+    query = select(OwnerIndexRevision.owner_id, OwnerIndexRevision.revision)
+    if owner_id is not None:
+        query = query.where(OwnerIndexRevision.owner_id == owner_id)
+    return {int(o): int(r) for o, r in session.execute(query)}
+
+
+def bump_owner_revision(session: Session, owner_id: int) -> int:
+    """Add one to ``owner_id``'s revision (creating its row) and return the new value: one
+    upsert, so two first changes of a new owner cannot collide on the insert."""
+    dialect = session.get_bind().dialect.name
+    module: Any = postgresql if dialect == "postgresql" else sqlite
+    table = OwnerIndexRevision.__table__
+    statement = module.insert(table).values(owner_id=owner_id, revision=1)
+    statement = statement.on_conflict_do_update(
+        index_elements=[table.c.owner_id], set_={"revision": table.c.revision + 1}
+    ).returning(table.c.revision)
+    return int(session.execute(statement).scalar_one())

@@ -65,6 +65,16 @@ def _aware(value: dt.datetime | None) -> dt.datetime | None:
     return value
 
 
+def heartbeat_age_s(job: Job, now: dt.datetime | None = None) -> float | None:
+    """Seconds since a running job's last sign of life (None when it is not running)."""
+    if job.state != JobState.RUNNING:
+        return None
+    seen = _aware(job.heartbeat_at) or _aware(job.started_at) or _aware(job.created_at)
+    if seen is None:
+        return None
+    return max(0.0, ((now or utcnow()) - seen).total_seconds())
+
+
 class ClaimAction(StrEnum):
     RUN = "run"
     SKIP = "skip"
@@ -321,6 +331,24 @@ class JobService:
 
     # -- reaping --------------------------------------------------------------------------
 
+    def is_stale(self, job: Job, now: dt.datetime | None = None) -> bool:
+        """A running job silent for longer than ``stale_after_s`` (its worker likely died; the
+        next reap re-queues or fails it)."""
+        age = heartbeat_age_s(job, now)
+        return age is not None and age > self.settings.stale_after_s
+
+    @staticmethod
+    def _silent(job: Job, now: dt.datetime, limit: dt.timedelta) -> bool:
+        age = heartbeat_age_s(job, now)
+        return age is None or age > limit.total_seconds()
+
+    def oldest_heartbeat_age_s(self, session: Session) -> float:
+        """Age of the oldest last heartbeat among running jobs (0 when none runs)."""
+        now = utcnow()
+        ages = [heartbeat_age_s(job, now) for job in
+                session.scalars(select(Job).where(Job.state == JobState.RUNNING))]
+        return max((a for a in ages if a is not None), default=0.0)
+
     def reap_stale(self, now: dt.datetime | None = None) -> builtins.list[tuple[int, str]]:
         """Running jobs whose heartbeat is older than ``stale_after_s``: re-queue them within
         the attempt limit (when a broker is reachable), else mark them failed."""
@@ -328,12 +356,12 @@ class JobService:
         limit = dt.timedelta(seconds=self.settings.stale_after_s)
         actions: builtins.list[tuple[int, str]] = []
         with session_scope(self.session_factory) as session:
-            running = list(session.scalars(select(Job).where(Job.state == JobState.RUNNING)))
-            stale = []
-            for job in running:
-                seen = _aware(job.heartbeat_at) or _aware(job.started_at) or _aware(job.created_at)
-                if seen is None or now - seen > limit:
-                    stale.append(job)
+            # Several processes reap (every app and worker): a row another reaper holds is
+            # skipped (PostgreSQL; SQLite runs one writer at a time anyway).
+            running = list(session.scalars(
+                select(Job).where(Job.state == JobState.RUNNING).with_for_update(skip_locked=True)
+            ))
+            stale = [job for job in running if self._silent(job, now, limit)]
             for job in stale:
                 worker = job.worker or "unknown worker"
                 note = f"worker {worker} stopped heart-beating"

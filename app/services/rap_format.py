@@ -357,39 +357,27 @@ def import_queries(
                     "database first)")
             cleaned.append(known[bare.lower()])
         planned.append((image_path, cleaned, _load_photo(Path(root), image_path, where, limits)))
-    written: list[str] = []
     queries = []
     try:
-        for image_path, names, photo in planned:
-            relative, is_new = store.put(photo)
-            if is_new:
-                written.append(relative)
-            queries.append({"image": relative, "sha256": photo.sha256, "names": names,
-                            "source": image_path, "width": photo.width,
-                            "height": photo.height})
-        row = EvaluationSet(owner_id=owner.id, name=set_name, case_sensitive=case_sensitive,
-                            queries=queries)
-        session.add(row)
-        session.commit()
+        with store.claimed([photo for _, _, photo in planned]) as claims:
+            for (image_path, names, photo), claim in zip(planned, claims, strict=True):
+                queries.append({"image": claim.relative, "sha256": photo.sha256,
+                                "names": names, "source": image_path, "width": photo.width,
+                                "height": photo.height})
+            row = EvaluationSet(owner_id=owner.id, name=set_name,
+                                case_sensitive=case_sensitive, queries=queries)
+            session.add(row)
+            session.commit()
     except IntegrityError:
         session.rollback()
-        _remove(store, written)
         raise Conflict(f"An evaluation set named {set_name!r} already exists") from None
     except BaseException:
         session.rollback()
-        _remove(store, written)
         raise
     log.info("imported evaluation set %r for %s: %d queries", set_name, owner.username,
              len(queries))
     return row
 
-
-def _remove(store: ImageStore, relatives: list[str]) -> None:
-    for relative in relatives:
-        try:
-            store.delete(relative)
-        except Exception:  # best effort: an orphan file is harmless
-            log.exception("could not remove %s", relative)
 
 
 def heldout_queries(session: Session, owner: User) -> list[dict[str, Any]]:

@@ -1,5 +1,7 @@
-"""Readiness: can this process serve? The database and the image store must answer; the
-caption backend's and the broker's health are reported beside them (they may recover)."""
+"""Readiness: can this process serve? The database, the image store and the job broker must
+answer (without the broker no job can be queued: uploads with background embedding, batches,
+training, evaluations); the caption backend's health is reported beside them (it may recover,
+and requests that need it answer 503 meanwhile)."""
 
 from __future__ import annotations
 
@@ -78,7 +80,7 @@ class ReadinessService:
             asyncio.to_thread(self._storage),
             self._broker(),
         )
-        checks = {"database": database, "storage": storage}
+        checks = {"database": database, "storage": storage, "broker": broker or "ok"}
         dependencies: dict[str, Any] = {"broker": broker or "ok"}
         backend = self.models.loaded_backend()
         if backend is not None:

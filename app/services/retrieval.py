@@ -27,6 +27,7 @@ from app.services.concept_quality import (
     best_matches,
     calibration,
     concept_quality,
+    size_warnings,
 )
 from app.services.embeddings import to_vector
 from app.services.index_sync import IndexSync
@@ -167,8 +168,11 @@ class RetrievalService:
         )
 
     def concept_quality(self, session: Session, owner: User, concept: Concept) -> ConceptQuality:
-        """How close each photo is to its concept's other photos; duplicates; look-alikes."""
-        return concept_quality(self._owner_photos(session, owner.id), concept.id, concept.name)
+        """How close each photo is to its concept's other photos; duplicates; look-alikes;
+        photos too small to show anything."""
+        quality = concept_quality(self._owner_photos(session, owner.id), concept.id, concept.name)
+        quality.warnings.extend(size_warnings(concept.images))
+        return quality
 
     def calibrate(self, session: Session, owner: User) -> dict[str, Any]:
         """Suggest ``min_score`` from the owner's photos: same-concept vs other-concept scores.

@@ -192,9 +192,16 @@ class TrainingService:
         if run_id:
             values["run_id"] = run_id
         try:
-            return load_args(self.base_config(base_model), (), **values, **overrides)
+            args = load_args(self.base_config(base_model), (), **values, **overrides)
         except ValueError as exc:
             raise InvalidInput(f"overrides: {exc}".replace("arguments: ", "")) from exc
+        # The trainer reads -1 as "train num_train_epochs epochs": an override that asks for
+        # a number of steps must give one.
+        if "max_steps" in overrides and args.max_steps < 1:
+            raise InvalidInput(
+                f"overrides: max_steps must be at least 1, got {args.max_steps} (leave it out "
+                "to train num_train_epochs epochs)")
+        return args
 
     # -- API side -------------------------------------------------------------------------
 

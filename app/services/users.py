@@ -60,7 +60,9 @@ def sign_up(session: Session, username: str, password: str, auth: AuthSettings) 
 
 def authenticate(session: Session, username: str, password: str) -> User:
     user = session.scalar(select(User).where(User.username == (username or "").strip()))
-    if user is None or not verify_password(user.password_hash, password or ""):
+    # An unknown name pays for one hash check too, so the answer time does not tell names apart.
+    matches = verify_password(user.password_hash if user else None, password or "")
+    if user is None or not matches:
         raise NotAuthenticated("Incorrect username or password")
     return user
 

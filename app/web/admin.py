@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ContainerDep, SessionDep
 from app.api.errors import http_status
+from app.api.uploads import UploadKind
 from app.errors import DomainError, InvalidInput, NotFound
 from app.models import User
 from app.web.common import AdminPageUser, CsrfChecked, flash, render
@@ -57,8 +58,9 @@ def _page(request: Request, user: User, session: Any, container: Any, status: in
     jobs, _ = container.jobs.list(session, user, limit=20, kind="training")
     versions, _ = container.versions.list(session, limit=50)
     datasets = container.training.list_datasets()
+    stale = {job.id for job in jobs if container.jobs.is_stale(job)}
     return render(request, "admin/index.html", status, user=user, jobs=jobs, versions=versions,
-                  datasets=datasets, **extra)
+                  datasets=datasets, jobs_stale=stale, **extra)
 
 
 @router.get("", response_class=HTMLResponse)
@@ -72,7 +74,7 @@ async def start_training(
     request: Request, user: AdminPageUser, session: SessionDep, container: ContainerDep,
     dataset: Annotated[str, Form()] = "concepts", dataset_id: Annotated[str, Form()] = "",
     overrides: Annotated[str, Form()] = "",
-    dataset_file: Annotated[UploadFile | None, File()] = None,
+    dataset_file: Annotated[UploadFile | None, File(), UploadKind.DATASET] = None,
 ) -> Response:
     training = container.training
     form = {"dataset": dataset, "dataset_id": dataset_id, "overrides": overrides}
@@ -95,7 +97,8 @@ async def start_training(
 def job_page(job_id: int, request: Request, user: AdminPageUser, session: SessionDep,
              container: ContainerDep) -> Response:
     job = container.jobs.get(session, user, job_id)
-    return render(request, "admin/job.html", user=user, job=job)
+    stale = {job.id} if container.jobs.is_stale(job) else set()
+    return render(request, "admin/job.html", user=user, job=job, jobs_stale=stale)
 
 
 @router.post("/jobs/{job_id}/cancel", dependencies=[CsrfChecked])

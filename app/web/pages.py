@@ -10,9 +10,10 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ContainerDep, SessionDep
 from app.api.errors import http_status
-from app.api.uploads import read_uploads
+from app.api.uploads import UploadKind, read_uploads
 from app.errors import DomainError, InvalidInput, NotFound
 from app.services import users as user_service
+from app.services.concept_quality import ConceptQuality, size_warnings
 from app.web.common import CsrfChecked, PageUser, flash, render
 
 router = APIRouter(include_in_schema=False)
@@ -108,7 +109,7 @@ async def create_concept(
     description: Annotated[str, Form()] = "",
     category: Annotated[str, Form()] = "",
     use_for_training: Annotated[bool, Form()] = False,
-    images: Annotated[list[UploadFile] | None, File()] = None,
+    images: Annotated[list[UploadFile] | None, File(), UploadKind.PHOTOS] = None,
 ) -> Response:
     files = [f for f in (images or []) if f.filename]
     form = {
@@ -152,10 +153,12 @@ def concept_page(
     container: ContainerDep,
 ) -> Response:
     concept = container.concepts.get(session, user, concept_id)
-    quality = None
     retrieval = container.models.loaded_retrieval()
     if retrieval is not None:
         quality = retrieval.concept_quality(session, user, concept)
+    else:
+        # The size checks need no model: shown before CLIP has loaded too.
+        quality = ConceptQuality(warnings=size_warnings(concept.images))
     return render(request, "concepts/detail.html", user=user, concept=concept, quality=quality)
 
 
@@ -188,7 +191,7 @@ async def edit_concept(
     description: Annotated[str, Form()] = "",
     category: Annotated[str, Form()] = "",
     use_for_training: Annotated[bool, Form()] = False,
-    images: Annotated[list[UploadFile] | None, File()] = None,
+    images: Annotated[list[UploadFile] | None, File(), UploadKind.PHOTOS] = None,
 ) -> Response:
     files = [f for f in (images or []) if f.filename]
     form = {

@@ -1,9 +1,14 @@
-"""Browser tests: a real app server and a real headless Chromium driven by Playwright."""
+"""Browser tests: a real app server and a real headless Chromium driven by Playwright.
+
+Every page a test opens is watched for Content-Security-Policy violations: the policy forbids
+inline scripts and styles, and a page that needed one fails its test at teardown.
+"""
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -44,6 +49,24 @@ def browser() -> Iterator[object]:
         b.close()
 
 
+# Runs before any script of a page; reports through a binding, which no page policy blocks.
+_REPORT_VIOLATIONS = """
+document.addEventListener("securitypolicyviolation", (e) =>
+  window.__reportCspViolation(`${e.violatedDirective} blocked ${e.blockedURI || "inline"} ` +
+                              `on ${document.location.pathname}`));
+"""
+
+
+def new_context(browser: Any, base_url: str, violations: list[str], **options: Any) -> Any:
+    """A browser context on ``base_url`` whose pages append their CSP violations to
+    ``violations``."""
+    context = browser.new_context(base_url=base_url, **options)
+    context.set_default_timeout(20_000)
+    context.expose_binding("__reportCspViolation", lambda _source, text: violations.append(text))
+    context.add_init_script(_REPORT_VIOLATIONS)
+    return context
+
+
 @pytest.fixture
 def live_server(settings) -> Iterator[LiveServer]:
     with LiveServer(settings) as server:
@@ -51,9 +74,16 @@ def live_server(settings) -> Iterator[LiveServer]:
 
 
 @pytest.fixture
-def page(browser, live_server):  # type: ignore[no-untyped-def]
-    context = browser.new_context(base_url=live_server.url)
-    context.set_default_timeout(20_000)
+def csp_violations() -> Iterator[list[str]]:
+    """What the pages of this test's browser contexts reported; none allowed at the end."""
+    found: list[str] = []
+    yield found
+    assert found == [], f"Content-Security-Policy violations: {found}"
+
+
+@pytest.fixture
+def page(browser, live_server, csp_violations):  # type: ignore[no-untyped-def]
+    context = new_context(browser, live_server.url, csp_violations)
     pg = context.new_page()
     yield pg
     context.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.browser.conftest import new_context
 from tests.browser.test_concepts_flow import DOG, register_and_login
 
 pytestmark = pytest.mark.browser
@@ -12,9 +13,8 @@ PHONE = {"width": 390, "height": 844}
 
 
 @pytest.fixture
-def phone(browser, live_server):  # type: ignore[no-untyped-def]
-    context = browser.new_context(base_url=live_server.url, viewport=PHONE, is_mobile=True)
-    context.set_default_timeout(20_000)
+def phone(browser, live_server, csp_violations):  # type: ignore[no-untyped-def]
+    context = new_context(browser, live_server.url, csp_violations, viewport=PHONE, is_mobile=True)
     pg = context.new_page()
     yield pg
     context.close()

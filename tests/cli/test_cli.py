@@ -89,7 +89,7 @@ def test_caption_command_with_an_unknown_concept_fails_clearly(cli_settings) -> 
 def test_index_verify_and_rebuild(cli_settings) -> None:  # type: ignore[no-untyped-def]
     r = runner.invoke(app, ["index", "verify"])
     assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout.strip().splitlines()[-1])["vectors"] == 0
+    assert json.loads(r.stdout)["vectors"] == 0
     r = runner.invoke(app, ["index", "rebuild"])
     assert r.exit_code == 0 and "rebuilt index with 0 vectors" in r.output
 
@@ -103,3 +103,16 @@ def test_build_tiny_writes_the_three_models(tmp_path) -> None:  # type: ignore[n
     r = runner.invoke(app, ["models", "build-tiny", str(tmp_path)])
     assert r.exit_code == 0, r.output
     assert {p.name for p in tmp_path.iterdir()} == {"vlm", "clip", "detector"}
+
+
+def test_serve_runs_uvicorn_without_its_server_banner(settings_factory, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import uvicorn
+
+    settings = settings_factory(worker={"embedded_worker": False})
+    monkeypatch.setattr("app.cli.get_settings", lambda: settings)
+    calls: list[dict[str, object]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda target, **kwargs: calls.append(kwargs))
+    r = runner.invoke(app, ["serve", "--no-migrate"])
+    assert r.exit_code == 0, r.output
+    (kwargs,) = calls
+    assert kwargs["server_header"] is False

@@ -47,12 +47,13 @@ def __getattr__(name: str) -> Any:
 
 
 def start_worker(settings: Settings, queues: tuple[str, ...] = ("cpu", "gpu"),
-                 varied_reward: bool = False, name: str | None = None) -> EmbeddedWorker:
+                 varied_reward: bool = False, name: str | None = None,
+                 pool: str = "solo") -> EmbeddedWorker:
     env = {**os.environ, **settings_env(settings), "HF_HUB_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
     if varied_reward:
         env[VARIED_REWARD_ENV] = "1"
-    worker = EmbeddedWorker(settings, queues=queues, pool="solo", env=env,
+    worker = EmbeddedWorker(settings, queues=queues, pool=pool, env=env,
                             app_module="tests.support.celery_worker",
                             log_path=settings.data_dir / f"worker-{time.monotonic_ns()}.log",
                             name=name or f"test-{time.monotonic_ns()}@%h")

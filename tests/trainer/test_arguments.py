@@ -63,3 +63,16 @@ def test_cli_help_lists_every_argument(capsys: pytest.CaptureFixture[str]) -> No
     assert caught.value.code == 0
     out = capsys.readouterr().out
     assert "--config" in out and "--set" in out and "--lora_r" in out and "LoRA rank" in out
+
+
+@pytest.mark.parametrize("steps", [0, -2])
+def test_max_steps_is_minus_one_or_positive(steps: int) -> None:
+    # Anything below 1 would silently train num_train_epochs epochs, as -1 asks for.
+    with pytest.raises(ValueError, match="max_steps must be -1"):
+        load_args(None, [f"max_steps={steps}"])
+
+
+@pytest.mark.parametrize("epochs", [0, -1])
+def test_num_train_epochs_is_positive(epochs: float) -> None:
+    with pytest.raises(ValueError, match="num_train_epochs must be > 0"):
+        load_args(None, [f"num_train_epochs={epochs}"])

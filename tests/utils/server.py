@@ -79,6 +79,7 @@ class LiveServer:
                 str(self.port),
                 "--workers",
                 str(self.workers),
+                "--no-server-header",  # as `repic serve` and the image run it
             ],
             env=env,
             stdout=self._log,

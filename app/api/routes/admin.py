@@ -8,8 +8,9 @@ from fastapi import APIRouter, File, Request, UploadFile, status
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import AdminUser, ContainerDep, SessionDep
+from app.api.deps import AdminUser, ContainerDep, RetrievalDep, SessionDep
 from app.api.routes.jobs import JobPublic, job_public
+from app.api.uploads import UploadKind
 from app.errors import NotFound
 from app.logging_setup import request_id_var
 from app.services.job_kinds import JobKind
@@ -67,7 +68,11 @@ async def create_training_job(
 async def upload_dataset(
     user: AdminUser,
     container: ContainerDep,
-    file: Annotated[UploadFile, File(description="JSON list or JSONL in the record format")],
+    file: Annotated[
+        UploadFile,
+        File(description="JSON list or JSONL in the record format"),
+        UploadKind.DATASET,
+    ],
 ) -> DatasetPublic:
     data = await file.read()
     meta = await run_in_threadpool(
@@ -80,6 +85,31 @@ async def upload_dataset(
 def list_datasets(user: AdminUser, container: ContainerDep) -> DatasetsPublic:
     found = [DatasetPublic(**m) for m in container.training.list_datasets()]
     return DatasetsPublic(data=found, count=len(found))
+
+
+class IndexOwnerStatus(BaseModel):
+    owner_id: int
+    vectors: int
+    revision: int
+
+
+class IndexStatus(BaseModel):
+    """The vector index this app process serves (compare with the database: `repic index
+    verify --app URL`)."""
+
+    embedder_id: str
+    target_embedder_id: str | None
+    revision: int
+    vectors: int
+    owners: list[IndexOwnerStatus]
+
+
+@router.get("/index/status", response_model=IndexStatus)
+def index_status(user: AdminUser, retrieval: RetrievalDep) -> IndexStatus:
+    """Embedder, revisions and vectors per owner of this process's index (after following
+    the changes other processes committed)."""
+    retrieval.index.maybe_refresh()
+    return IndexStatus(**retrieval.index.status())
 
 
 @router.post("/index/{action}", response_model=JobPublic, status_code=status.HTTP_201_CREATED)

@@ -12,11 +12,10 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import CaptionBatchesDep, CaptionsDep, ContainerDep, CurrentUser, SessionDep
 from app.api.routes.jobs import job_public
-from app.api.uploads import read_valid_images
+from app.api.uploads import UploadKind, read_valid_images
 from app.errors import InvalidInput
 from app.logging_setup import request_id_var
 from app.models import Caption, ModelVersion
-from app.services.caption_batches import check_batch_size
 from app.services.versions import adapter_name
 
 router = APIRouter(prefix="/captions", tags=["captions"])
@@ -112,7 +111,7 @@ async def create_caption(
     user: CurrentUser,
     container: ContainerDep,
     service: CaptionsDep,
-    image: Annotated[UploadFile, File(description="The photo to caption")],
+    image: Annotated[UploadFile, File(description="The photo to caption"), UploadKind.PHOTO],
     concept_ids: Annotated[
         list[str], Form(description="Concepts to pin (skip retrieval for them)")
     ] = [],  # noqa: B006 - FastAPI reads the default, never mutates it
@@ -141,7 +140,11 @@ async def create_caption_batch(
     session: SessionDep,
     container: ContainerDep,
     batches: CaptionBatchesDep,
-    images: Annotated[list[UploadFile], File(description="Photos to caption (a cpu-queue job)")],
+    images: Annotated[
+        list[UploadFile],
+        File(description="Photos to caption (a cpu-queue job)"),
+        UploadKind.PHOTO_BATCH,
+    ],
     concept_ids: Annotated[list[str], Form(description="Concepts to pin for every photo")] = [],  # noqa: B006
     question: Annotated[str | None, Form()] = None,
     retrieve: Annotated[bool, Form()] = True,
@@ -149,10 +152,12 @@ async def create_caption_batch(
 ) -> dict[str, Any]:
     """Caption many photos in the background; follow the job at ``/api/jobs/{id}``.
 
-    Every photo is validated before anything is stored; the captions appear in
-    ``GET /api/captions`` as the job progresses.
+    At most ``REPIC_STORAGE__MAX_FILES_PER_BATCH`` photos (default 100), a limit of its own:
+    ``REPIC_STORAGE__MAX_FILES_PER_UPLOAD`` bounds the other uploads. Every photo is validated
+    before anything is stored; the captions appear in ``GET /api/captions`` as the job
+    progresses.
     """
-    check_batch_size(len(images))  # before reading 101 files
+    batches.check_size(len(images))  # before reading the files
     valid = await read_valid_images(images, container.settings.storage)
     job = await run_in_threadpool(
         batches.create,

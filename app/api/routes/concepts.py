@@ -18,7 +18,7 @@ from app.api.schemas import (
     ImageUpdate,
 )
 from app.api.serializers import concept_public, image_public
-from app.api.uploads import read_uploads
+from app.api.uploads import UploadKind, read_uploads
 
 router = APIRouter(prefix="/concepts", tags=["concepts"])
 
@@ -43,7 +43,11 @@ async def create_concept(
     session: SessionDep,
     container: ContainerDep,
     name: Annotated[str, Form()],
-    images: Annotated[list[UploadFile], File(description="One or more JPEG/PNG/WebP photos")],
+    images: Annotated[
+        list[UploadFile],
+        File(description="One or more JPEG/PNG/WebP photos"),
+        UploadKind.PHOTOS,
+    ],
     description: Annotated[str, Form()] = "",
     category: Annotated[str, Form()] = "",
     use_for_training: Annotated[bool, Form()] = False,
@@ -100,7 +104,11 @@ async def add_images(
     user: CurrentUser,
     session: SessionDep,
     container: ContainerDep,
-    images: Annotated[list[UploadFile], File(description="One or more JPEG/PNG/WebP photos")],
+    images: Annotated[
+        list[UploadFile],
+        File(description="One or more JPEG/PNG/WebP photos"),
+        UploadKind.PHOTOS,
+    ],
 ) -> ImagesPublic:
     uploads = await read_uploads(images, container.settings.storage.max_upload_bytes)
 

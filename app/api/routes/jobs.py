@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from app.api.deps import ContainerDep, CurrentUser, SessionDep
 from app.models import Job
+from app.services.jobs import heartbeat_age_s
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -32,6 +33,11 @@ class JobPublic(BaseModel):
     cancel_requested: bool
     worker: str | None
     heartbeat_at: dt.datetime | None
+    #: Seconds since the last heartbeat of a running job (None otherwise).
+    heartbeat_age_s: float | None = None
+    #: Running but silent for longer than worker.stale_after_s: its worker likely died, and
+    #: the next reap (at most worker.reap_period_s later) re-queues or fails it.
+    stale: bool = False
     eta_s: float | None
     created_by_id: int | None
     created_at: dt.datetime
@@ -44,8 +50,13 @@ class JobsPublic(BaseModel):
     count: int
 
 
-def job_public(job: Job, history: bool = True) -> JobPublic:
+def job_public(
+    job: Job, history: bool = True, stale_after_s: float | None = None
+) -> JobPublic:
+    age = heartbeat_age_s(job)
     return JobPublic(
+        heartbeat_age_s=age,
+        stale=age is not None and stale_after_s is not None and age > stale_after_s,
         id=job.id,
         kind=job.kind,
         state=job.state,
@@ -85,14 +96,21 @@ def list_jobs(
         session, user, skip=skip, limit=limit, kind=kind, state=state
     )
     # Lists leave out the per-step history; GET /api/jobs/{id} has it.
-    return JobsPublic(data=[job_public(j, history=False) for j in rows], count=count)
+    stale_after = container.jobs.settings.stale_after_s
+    return JobsPublic(
+        data=[job_public(j, history=False, stale_after_s=stale_after) for j in rows],
+        count=count,
+    )
 
 
 @router.get("/{job_id}", response_model=JobPublic)
 def get_job(
     job_id: int, user: CurrentUser, session: SessionDep, container: ContainerDep
 ) -> JobPublic:
-    return job_public(container.jobs.get(session, user, job_id))
+    return job_public(
+        container.jobs.get(session, user, job_id),
+        stale_after_s=container.jobs.settings.stale_after_s,
+    )
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ContainerDep, CurrentUser, RetrievalDep, SessionDep
-from app.api.uploads import read_valid_images
+from app.api.uploads import UploadKind, read_valid_images
 
 router = APIRouter(prefix="/retrieve", tags=["retrieval"])
 
@@ -35,7 +35,9 @@ async def retrieve(
     session: SessionDep,
     container: ContainerDep,
     retrieval: RetrievalDep,
-    image: Annotated[UploadFile, File(description="The query photo (JPEG, PNG or WebP)")],
+    image: Annotated[
+        UploadFile, File(description="The query photo (JPEG, PNG or WebP)"), UploadKind.PHOTO
+    ],
     k: Annotated[int | None, Form(description="Unique concepts to return")] = None,
 ) -> RetrievePublic:
     (valid,) = await read_valid_images([image], container.settings.storage)

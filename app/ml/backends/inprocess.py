@@ -36,7 +36,7 @@ from app.ml.backends.base import (
 )
 from app.ml.base import InferenceModel
 from app.ml.errors import ModelUnavailable
-from app.ml.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
+from app.ml.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, model_ready
 from app.ml.tiny_vlm import is_tiny_model
 
 logger = logging.getLogger(__name__)
@@ -219,9 +219,7 @@ class InProcessBackend(CaptionBackend, InferenceModel[_VLM]):
         text = processor.apply_chat_template(
             request.messages, add_generation_prompt=True, tokenize=False
         )
-        images = [
-            image if image.mode == "RGB" else image.convert("RGB") for image in request.images
-        ]
+        images = [model_ready(image) for image in request.images]
         inputs = processor(text=[text], images=images or None, return_tensors="pt")
         inputs = inputs.to(base.device)
         prompt_tokens = int(inputs["input_ids"].shape[1])

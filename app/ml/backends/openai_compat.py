@@ -56,6 +56,7 @@ from app.ml.images import (
     DEFAULT_MIN_PIXELS,
     ImageFormat,
     fit_pixels,
+    model_ready,
     to_data_url,
 )
 from app.ml.tiny_vlm import is_tiny_model
@@ -242,7 +243,7 @@ class OpenAICompatBackend(CaptionBackend):
                 self._url_cache.move_to_end(key)
                 return cached
         url = to_data_url(
-            fit_pixels(image, self.min_pixels, self.max_pixels),
+            fit_pixels(model_ready(image), self.min_pixels, self.max_pixels),
             format=self.image_format,
             quality=self.image_quality,
         )

@@ -276,6 +276,17 @@ def test_quality_check_flags_duplicates(container, anya) -> None:
     del rotated
 
 
+def test_quality_check_flags_a_tiny_photo(container, anya) -> None:
+    concept = _register(container, anya, "bo", [fixture_photo("dog", 0), make_image(size=(1, 1))])
+    with container.session_factory() as session:
+        quality = container.models.retrieval().concept_quality(session, anya, concept)
+    tiny = concept.images[1].id
+    assert [w for w in quality.warnings if "pixels" in w] == [
+        f"Photo {tiny} is only 1x1 pixels (under 32 on a side): too small to show the concept; "
+        "add a larger photo."
+    ]
+
+
 def test_concept_quality_doctests_pass() -> None:
     from app.services import concept_quality
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from tests.utils.images import fixture_photo
+from tests.utils.images import fixture_photo, make_image
 from tests.utils.users import browser_register, csrf_field
 
 
@@ -67,3 +67,26 @@ def test_concept_page_warns_when_a_photo_looks_like_another_concept(client) -> N
     url = _create(client, "bo", [fixture_photo("dog", 0), fixture_photo("cat", 2)])
     page = client.get(url).text
     assert "similarity" in page and "closest other: &lt;mia&gt;" in page
+
+
+def test_concept_page_warns_about_a_tiny_photo(client) -> None:
+    browser_register(client)
+    url = _create(client, "bo", [fixture_photo("dog", 0), make_image(size=(1, 1), fmt="JPEG")])
+    page = client.get(url).text
+    assert 'id="quality-warnings"' in page and "is only 1x1 pixels" in page
+
+
+def test_concept_page_warns_about_a_tiny_photo_before_the_models_load(settings) -> None:
+    from app.main import create_app
+    from app.model_services import ModelLoading
+    from app.wiring import build_container
+
+    container = build_container(settings, ModelLoading.NONE)
+    try:
+        with TestClient(create_app(container=container)) as client:
+            browser_register(client)
+            url = _create(client, "bo", [make_image(size=(1, 1), fmt="JPEG")])
+            assert container.models.loaded_retrieval() is None
+            assert "is only 1x1 pixels" in client.get(url).text
+    finally:
+        container.close()

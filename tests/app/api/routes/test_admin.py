@@ -141,3 +141,14 @@ def test_broker_down_answers_503_and_creates_nothing(settings_factory, own_redis
             assert _job_count(client) == 0
     finally:
         container.close()
+
+
+@pytest.mark.parametrize("steps", [-1, 0])
+def test_max_steps_override_below_one_is_422(client, steps: int) -> None:  # type: ignore[no-untyped-def]
+    # -1 means "train num_train_epochs epochs" to the trainer: never what an override asks for.
+    admin = make_admin(client, "root")
+    create_concept(client, admin, "bo", use_for_training="true")
+    r = client.post("/api/admin/training-jobs", headers=admin,
+                    json={"overrides": {**TINY, "max_steps": steps}})
+    assert r.status_code == 422 and "max_steps" in r.json()["detail"]
+    assert _job_count(client) == 0

@@ -103,3 +103,29 @@ def test_registration_can_be_closed(settings_factory) -> None:
     with TestClient(create_app(container=container)) as c:
         r = c.post("/api/auth/register", json={"username": "anya", "password": PASSWORD})
     assert r.status_code == 403
+
+
+def test_unknown_user_costs_the_same_password_check_as_a_known_one(client, monkeypatch) -> None:
+    # Counted, not timed: an unknown name must run one argon2 verification with the same cost
+    # parameters as a real account's hash, so the answer time tells nothing about the name.
+    from argon2 import PasswordHasher
+
+    register(client, "anya")
+    verified: list[str] = []
+    real_verify = PasswordHasher.verify
+
+    def counting_verify(self: PasswordHasher, hash: str, password: str) -> bool:
+        verified.append(hash)
+        return real_verify(self, hash, password)
+
+    monkeypatch.setattr(PasswordHasher, "verify", counting_verify)
+    checks = {}
+    for username in ("anya", "nobody"):
+        verified.clear()
+        r = client.post("/api/auth/token", data={"username": username, "password": "wrong-pw1"})
+        assert r.status_code == 401
+        assert r.json()["detail"] == "Incorrect username or password"
+        checks[username] = list(verified)
+    assert len(checks["anya"]) == len(checks["nobody"]) == 1
+    # Same algorithm, version and cost: the part of the hash before the salt.
+    assert checks["nobody"][0].rsplit("$", 2)[0] == checks["anya"][0].rsplit("$", 2)[0]

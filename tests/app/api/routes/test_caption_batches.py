@@ -1,4 +1,5 @@
-"""POST /api/captions/batch never stalls the event loop, even when the broker hangs."""
+"""POST /api/captions/batch: its limits are checked before anything is queued, and it never
+stalls the event loop, even when the broker hangs."""
 
 from __future__ import annotations
 
@@ -10,10 +11,40 @@ import pytest
 
 from tests.support.silent_broker import SilentBroker
 from tests.utils.images import fixture_photo
+from tests.utils.users import register
 
-pytestmark = pytest.mark.slow
+
+def _files(count: int) -> list[tuple[str, tuple[str, bytes, str]]]:
+    photos = [fixture_photo("dog", i) for i in range(count)]
+    return [("images", (f"dog{i}.jpg", photo, "image/jpeg")) for i, photo in enumerate(photos)]
 
 
+def test_more_files_than_the_batch_limit_is_422(settings_factory) -> None:  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.wiring import build_container
+
+    container = build_container(settings_factory(storage={"max_files_per_batch": 2}))
+    with TestClient(create_app(container=container)) as client:
+        headers = register(client, "anya")
+        r = client.post("/api/captions/batch", headers=headers, files=_files(3))
+        assert r.status_code == 422
+        assert r.json()["detail"] == "Too many files: 3 sent, at most 2 per batch"
+        assert client.get("/api/jobs", headers=headers).json()["count"] == 0
+    container.close()
+
+
+def test_max_new_tokens_zero_in_a_batch_is_422(client) -> None:  # type: ignore[no-untyped-def]
+    headers = register(client, "anya")
+    r = client.post(
+        "/api/captions/batch", headers=headers, files=_files(1), data={"max_new_tokens": "0"}
+    )
+    assert r.status_code == 422 and "max_new_tokens" in r.json()["detail"]
+    assert client.get("/api/jobs", headers=headers).json()["count"] == 0
+
+
+@pytest.mark.slow
 async def test_a_hung_broker_does_not_stall_other_requests(settings_factory) -> None:  # type: ignore[no-untyped-def]
     from app.main import create_app
     from app.wiring import build_container

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import io
+
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from tests.support.fake_vllm import FakeVLLM
 from tests.utils.concepts import create_concept
-from tests.utils.images import fixture_photo
+from tests.utils.images import fixture_photo, make_image
 from tests.utils.users import register
 
 
@@ -62,6 +66,32 @@ def test_caption_with_retrieved_concepts(client, anya) -> None:
     assert len(first["box"]) == 4
 
 
+def _strip_concept(client, headers):
+    """A concept whose photo Qwen's processor refuses as it is (aspect ratio 400)."""
+    return create_concept(client, headers, "strip", [make_image(size=(20, 8000))])
+
+
+def test_photo_stored_with_an_extreme_aspect_ratio_can_be_pinned(client, anya) -> None:
+    strip = _strip_concept(client, anya)
+    r = client.post(
+        "/api/captions",
+        headers=anya,
+        files=[_photo("dog", 2)],
+        data={"concept_ids": str(strip["id"]), "retrieve": "false"},
+    )
+    assert r.status_code == 201, r.text
+    assert [c["name"] for c in r.json()["concepts"]] == ["strip"]
+
+
+def test_photo_stored_with_an_extreme_aspect_ratio_can_be_retrieved(client, anya) -> None:
+    _strip_concept(client, anya)
+    query = make_image(size=(20, 8000))  # also the query: it retrieves its own concept
+    r = client.post("/api/captions", headers=anya, files=[("image", ("q.png", query, "image/png"))])
+    assert r.status_code == 201, r.text
+    assert r.json()["concepts"][0]["name"] == "strip"
+    assert (r.json()["width"], r.json()["height"]) == (20, 8000)
+
+
 def test_pinned_concept_of_another_user_is_404(client, anya) -> None:
     bo, _ = _concepts(client, anya)
     boris = register(client, "boris")
@@ -89,6 +119,36 @@ def test_captions_are_listed_and_accept_feedback(client, anya) -> None:
     bad = client.patch(f"/api/captions/{made['id']}", headers=anya, json={"feedback": "meh"})
     assert bad.status_code == 422
     assert client.get(made["image_url"], headers=anya).status_code == 200
+
+
+def test_max_new_tokens_zero_is_422_and_stores_nothing(client, anya) -> None:
+    r = client.post(
+        "/api/captions", headers=anya, files=[_photo("cat", 0)], data={"max_new_tokens": "0"}
+    )
+    assert r.status_code == 422 and "max_new_tokens" in r.json()["detail"]
+    assert client.get("/api/captions", headers=anya).json()["count"] == 0
+
+
+@pytest.mark.parametrize("feedback", ["none", "accepted", "rejected"])
+def test_feedback_other_than_edited_forgets_the_edited_caption(client, anya, feedback) -> None:
+    made = client.post("/api/captions", headers=anya, files=[_photo("cat", 0)]).json()
+    url = f"/api/captions/{made['id']}"
+    client.patch(url, headers=anya, json={"feedback": "edited", "edited_caption": "<mia> naps."})
+    r = client.patch(url, headers=anya, json={"feedback": feedback})
+    assert r.status_code == 200
+    assert (r.json()["feedback"], r.json()["edited_caption"]) == (feedback, None)
+    assert client.get(url, headers=anya).json()["edited_caption"] is None
+
+
+def test_edited_caption_without_edited_feedback_is_422(client, anya) -> None:
+    made = client.post("/api/captions", headers=anya, files=[_photo("cat", 0)]).json()
+    r = client.patch(
+        f"/api/captions/{made['id']}",
+        headers=anya,
+        json={"feedback": "accepted", "edited_caption": "<mia> naps."},
+    )
+    assert r.status_code == 422 and "edited_caption" in r.json()["detail"]
+    assert client.get(f"/api/captions/{made['id']}", headers=anya).json()["feedback"] == "none"
 
 
 def test_other_users_caption_is_404(client, anya) -> None:
@@ -155,6 +215,28 @@ def test_prompt_sent_to_the_server_holds_the_demonstrations_in_order(settings_fa
         "This is the query image. Who is here?",
     ]
     assert user["content"][0]["image_url"]["url"].startswith("data:image/")
+
+
+def test_photo_with_an_extreme_aspect_ratio_reaches_the_server_padded(settings_factory) -> None:
+    from app.ml.images import MAX_ASPECT_RATIO
+
+    with FakeVLLM() as server:
+        container, client = _openai_client(settings_factory, server.base_url, server.model)
+        with client:
+            headers = register(client, "anya")
+            strip = _strip_concept(client, headers)
+            r = client.post(
+                "/api/captions",
+                headers=headers,
+                files=[_photo("dog", 2)],
+                data={"concept_ids": str(strip["id"]), "retrieve": "false"},
+            )
+            assert r.status_code == 201, r.text
+        container.close()
+        sent = server.chat_requests[-1]
+    url = sent["messages"][1]["content"][0]["image_url"]["url"]
+    reference = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+    assert reference.height / reference.width <= MAX_ASPECT_RATIO
 
 
 def test_backend_down_is_503_and_stores_nothing(settings_factory) -> None:

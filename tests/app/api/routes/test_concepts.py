@@ -23,13 +23,25 @@ def boris(client):
 
 
 def test_create_concept_with_photos(client, anya) -> None:
-    concept = create_concept(client, anya, "bo", [make_image(shape=i) for i in range(4)])
+    photos = [make_image(color=(10 * i, 80, 40), shape=i) for i in range(4)]
+    concept = create_concept(client, anya, "bo", photos)
     assert concept["name"] == "bo"
     assert concept["category"] == "dog"
     assert concept["use_for_training"] is False
     assert len(concept["images"]) == 4
     assert concept["images"][0]["format"] == "PNG"
     assert concept["images"][0]["width"] == 64
+
+
+def test_the_same_bytes_twice_in_one_concept_are_stored_once(client, anya) -> None:
+    photo = make_image()
+    concept = create_concept(client, anya, "bo", [photo, photo])
+    assert len(concept["images"]) == 1
+    r = client.post(f"/api/concepts/{concept['id']}/images", headers=anya,
+                    files=[("images", ("again.png", photo, "image/png"))])
+    assert r.status_code == 201, r.text
+    assert [i["id"] for i in r.json()["data"]] == [concept["images"][0]["id"]]
+    assert len(client.get(f"/api/concepts/{concept['id']}", headers=anya).json()["images"]) == 1
 
 
 def test_list_concepts_is_paginated(client, anya) -> None:
@@ -176,3 +188,12 @@ def test_same_name_is_allowed_for_different_owners(client, anya, boris) -> None:
 def test_anonymous_image_request_is_401(client, anya) -> None:
     created = create_concept(client, anya)
     assert client.get(created["images"][0]["url"]).status_code == 401
+
+
+def test_a_deleted_concepts_ids_are_never_given_again(client, anya) -> None:
+    # A stale reference (a cached thumbnail URL, a log line) must never reach a new row.
+    old = create_concept(client, anya, "bo")
+    assert client.delete(f"/api/concepts/{old['id']}", headers=anya).status_code == 204
+    new = create_concept(client, anya, "mia")
+    assert new["id"] > old["id"]
+    assert min(i["id"] for i in new["images"]) > max(i["id"] for i in old["images"])

@@ -65,7 +65,6 @@ CASES = [
     ("gif-format", "bo", [("a.gif", _gif(), "image/gif")], 415, "content type"),
     ("gif-sniffed", "bo", [("a.png", _gif(), "image/png")], 415, "GIF"),
     ("dotdot-filename", "bo", [("../../etc/passwd.png", make_image(), "image/png")], 422, "path"),
-    ("nul-filename", "bo", [("a\x00.png", make_image(), "image/png")], 422, "NUL"),
     ("empty-name", "", [("a.png", make_image(), "image/png")], 422, "name"),
     ("blank-name", "   ", [("a.png", make_image(), "image/png")], 422, "Name must not be empty"),
     ("overlong-name", "x" * 65, [("a.png", make_image(), "image/png")], 422, "at most 64"),
@@ -97,6 +96,27 @@ def test_bad_create_is_refused_and_stores_nothing(client, anya, container, case)
     r = client.post("/api/concepts", headers=anya, data={"name": name}, files=multipart)
     assert r.status_code == status, r.text
     assert words.lower() in r.json()["detail"].lower()
+    _assert_nothing_stored(client, anya, container)
+
+
+def _raw_multipart(filename: bytes, data: bytes) -> tuple[bytes, str]:
+    """A body with ``filename`` as sent, byte for byte: HTTP clients percent-encode control
+    characters in file names (httpx turns NUL into ``%00``), so a real NUL needs this."""
+    boundary = b"repic-test-boundary"
+    parts = [
+        b'Content-Disposition: form-data; name="name"\r\n\r\nbo',
+        b'Content-Disposition: form-data; name="images"; filename="%s"\r\n'
+        b"Content-Type: image/png\r\n\r\n%s" % (filename, data),
+    ]
+    body = b"".join(b"--%s\r\n%s\r\n" % (boundary, part) for part in parts)
+    return body + b"--%s--\r\n" % boundary, f"multipart/form-data; boundary={boundary.decode()}"
+
+
+def test_real_nul_in_a_file_name_is_refused(client, anya, container) -> None:
+    body, content_type = _raw_multipart(b"a\x00.png", make_image())
+    r = client.post("/api/concepts", headers={**anya, "Content-Type": content_type}, content=body)
+    assert r.status_code == 422, r.text
+    assert "NUL" in r.json()["detail"]
     _assert_nothing_stored(client, anya, container)
 
 

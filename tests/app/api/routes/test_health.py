@@ -9,11 +9,11 @@ def test_health_is_ok(client) -> None:
     assert r.json() == {"status": "ok"}
 
 
-def test_ready_checks_database_and_storage(client) -> None:
+def test_ready_checks_database_storage_and_broker(client) -> None:
     r = client.get("/api/ready")
     assert r.status_code == 200
     body = r.json()
-    assert body["checks"] == {"database": "ok", "storage": "ok"}
+    assert body["checks"] == {"database": "ok", "storage": "ok", "broker": "ok"}
 
 
 def test_ready_is_503_when_database_is_gone(settings_factory, tmp_path) -> None:
@@ -44,7 +44,7 @@ def test_domain_errors_carry_no_http_status() -> None:
     assert (http_status(ConceptNotFound()), http_status(ServiceUnavailable("x"))) == (404, 503)
 
 
-def test_ready_reports_an_unreachable_broker_without_failing(settings_factory) -> None:
+def test_ready_is_503_when_the_broker_is_unreachable(settings_factory) -> None:
     from fastapi.testclient import TestClient
 
     from app.main import create_app
@@ -58,8 +58,8 @@ def test_ready_reports_an_unreachable_broker_without_failing(settings_factory) -
             r = c.get("/api/ready")
     finally:
         container.close()
-    assert r.status_code == 200  # the app serves; queued work waits for the broker
-    assert r.json()["dependencies"]["broker"].startswith("error")
+    assert r.status_code == 503  # no job could be queued
+    assert r.json()["checks"]["broker"].startswith("error")
 
 
 def test_ready_answers_quickly_when_the_broker_hangs(settings_factory) -> None:
@@ -81,6 +81,6 @@ def test_ready_answers_quickly_when_the_broker_hangs(settings_factory) -> None:
                 broker.hang_up()  # the abandoned probe thread ends now, not in 10 s
         finally:
             container.close()
-    assert r.status_code == 200
-    assert r.json()["dependencies"]["broker"] == "error: no answer within 2 s"
+    assert r.status_code == 503
+    assert r.json()["checks"]["broker"] == "error: no answer within 2 s"
     assert elapsed < 5

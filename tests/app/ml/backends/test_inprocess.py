@@ -92,6 +92,22 @@ async def test_generates_caption_for_repic_prompt(backend: InProcessBackend) -> 
     assert result.generate_ms > 0
 
 
+async def test_photo_beyond_the_processors_aspect_ratio_is_captioned(
+    backend: InProcessBackend,
+) -> None:
+    # Qwen's processor alone refuses it: "absolute aspect ratio must be smaller than 200".
+    strip = Image.new("RGB", (20, 8000), (200, 120, 40))
+    prompt = build_caption_prompt([Demonstration("bo", "a corgi", strip)], strip, "Who?")
+    request = CaptionRequest(
+        prompt.messages, prompt.images, params=GenerationParams(max_new_tokens=2)
+    )
+
+    result = await backend.generate(request)
+
+    assert result.completion_tokens > 0
+    assert strip.size == (20, 8000)
+
+
 async def test_greedy_generation_is_deterministic(backend: InProcessBackend) -> None:
     first = await backend.generate(_request())
     second = await backend.generate(_request())

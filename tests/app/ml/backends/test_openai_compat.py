@@ -141,6 +141,15 @@ async def test_request_shape_sends_data_urls_and_base_model(
     assert result.backend == "openai" and result.adapter is None
 
 
+def test_photo_beyond_the_processors_aspect_ratio_is_sent_padded() -> None:
+    from app.ml.images import MAX_ASPECT_RATIO
+
+    backend = OpenAICompatBackend(["http://unused"], model="m", max_pixels=64 * 28 * 28)
+    sent = _decode_data_url(backend._encode_image(_image((200, 120, 40), (20, 8000))))
+
+    assert sent.height / sent.width <= MAX_ASPECT_RATIO
+
+
 async def test_top_k_is_sent_to_vllm_only(server: FakeVLLM, make_backend: BackendFactory) -> None:
     vllm = make_backend(server, server_kind="vllm")
     generic = make_backend(server, server_kind="generic")
