@@ -177,13 +177,16 @@ def _header(settings_cls: type[BaseSettings]) -> list[str]:
     if env_file:
         lines.append(
             f"- A `{env_file}` file in the working directory is read as well; variables set in "
-            "the real environment win over it. Unknown `REPIC_` names are ignored."
+            "the real environment win over it. A `REPIC_` name no setting reads is ignored, "
+            "with a warning at start (app, worker, CLI) that names the closest setting."
         )
     lines += [
         "- Booleans accept `true`/`false`, `1`/`0`, `yes`/`no`; lists are JSON lists, e.g. "
         '`["http://vllm-a:8000", "http://vllm-b:8000"]`.',
         "- *(empty)* means unset: the description says what is used instead.",
         "- `repic config show` prints the effective values (secrets masked).",
+        "- A value the service cannot run with (e.g. `REPIC_WORKER__MAX_ATTEMPTS=0`) stops the "
+        "start with one line per problem, naming its variable.",
         "- With `REPIC_PROFILE=production` the service refuses to start while "
         "`REPIC_AUTH__SECRET_KEY` keeps its development default, and a configured model that "
         "cannot be loaded is a start-up error instead of a tiny stand-in.",

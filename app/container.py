@@ -15,6 +15,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.model_services import ModelServices
 from app.queue import CelerySender
+from app.services.accounts import Accounts
+from app.services.browser_sessions import BrowserSessions
 from app.services.caption_batches import CaptionBatchService
 from app.services.concepts import ConceptService
 from app.services.evaluation import EvaluationService
@@ -50,6 +52,9 @@ class Container:
     readiness: ReadinessService
     #: Reaping and sweeping in the background (started by the app's lifespan).
     maintenance: Maintenance
+    #: Logins (throttled), password changes; the browser sessions they start and end.
+    accounts: Accounts
+    browser_sessions: BrowserSessions
     #: Problems found while building (model fallbacks, a stale index): pages and /api/ready.
     warnings: list[str] = field(default_factory=list)
     closers: list[Callable[[], None]] = field(default_factory=list)

@@ -6,13 +6,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, Select, create_engine, event, func, select
+from sqlalchemy import Engine, Select, create_engine, event, func, select, text
+from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+
+from app.errors import DatabaseUnreachable
 
 
 def make_engine(url: str, echo: bool = False, pool_size: int = 10) -> Engine:
-    """An engine for ``url``; SQLite gets foreign keys, WAL and a busy timeout."""
-    kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": True}
+    """An engine for ``url``; SQLite gets foreign keys, WAL and a busy timeout.
+
+    Bound parameters never appear in errors or in the ``echo`` log (``hide_parameters``):
+    they are usernames, token digests and password hashes, and error messages end in logs.
+    """
+    kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": True, "hide_parameters": True}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     else:
@@ -32,6 +39,31 @@ def make_engine(url: str, echo: bool = False, pool_size: int = 10) -> Engine:
             cursor.close()
 
     return engine
+
+
+def ensure_reachable(target: str | Engine) -> None:
+    """Connect once, or raise :class:`DatabaseUnreachable` with one line that names the
+    setting, the URL (password masked) and the driver's first line: what a process says
+    at start instead of a driver traceback."""
+    try:
+        engine = make_engine(target) if isinstance(target, str) else target
+    except ArgumentError as exc:  # unparsable, or an unknown dialect/driver
+        raise DatabaseUnreachable(
+            f"REPIC_DATABASE__URL is not a usable database URL: {exc}"
+        ) from None
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except (OperationalError, InterfaceError) as exc:
+        lines = str(exc.orig if exc.orig is not None else exc).strip().splitlines()
+        raise DatabaseUnreachable(
+            f"cannot reach the database of REPIC_DATABASE__URL "
+            f"({engine.url.render_as_string(hide_password=True)}): "
+            f"{lines[0] if lines else type(exc).__name__}"
+        ) from None
+    finally:
+        if isinstance(target, str):
+            engine.dispose()
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

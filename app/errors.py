@@ -10,6 +10,9 @@ from __future__ import annotations
 class DomainError(Exception):
     """Base of expected failures; ``detail`` is a message a person understands."""
 
+    #: Seconds after which trying again may succeed (sent as ``Retry-After``); None: no hint.
+    retry_after_s: int | None = None
+
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
@@ -51,6 +54,22 @@ class ServiceUnavailable(DomainError):
     """A part the request needs is not configured or cannot be reached right now."""
 
 
+class TooManyRequests(DomainError):
+    """The caller tried too often (failed logins); it may try again in ``retry_after_s``."""
+
+    def __init__(self, detail: str, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
+class Overloaded(ServiceUnavailable):
+    """The server is at a capacity bound it keeps on purpose (concurrent password hashes)."""
+
+    def __init__(self, detail: str, retry_after_s: int = 1) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
 class ConceptNotFound(NotFound):
     def __init__(self, detail: str = "Concept not found") -> None:
         super().__init__(detail)
@@ -59,3 +78,8 @@ class ConceptNotFound(NotFound):
 class ImageNotFound(NotFound):
     def __init__(self, detail: str = "Image not found") -> None:
         super().__init__(detail)
+
+
+class DatabaseUnreachable(ServiceUnavailable):
+    """The database of ``REPIC_DATABASE__URL`` does not answer (raised at start, so a process
+    refuses to run with one line instead of a driver traceback)."""

@@ -5,9 +5,22 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 import sys
+import uuid
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+# A caller's id goes into every log line and back out as a header: only short plain tokens
+# (a 3 KB or a quoted value would bloat and forge log lines).
+_CALLER_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def request_id_for(header: str | None) -> str:
+    """The caller's ``X-Request-ID`` when it is 1-64 of ``[A-Za-z0-9._-]``, else a new one."""
+    if header is not None and _CALLER_REQUEST_ID.fullmatch(header):
+        return header
+    return uuid.uuid4().hex[:16]
 
 
 class _RequestIdFilter(logging.Filter):

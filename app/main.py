@@ -5,33 +5,45 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from starlette.middleware.sessions import SessionMiddleware
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.api.errors import DATABASE_ERRORS, MODEL_ERRORS, as_domain_error, http_status
+from app.api.deps import require_metrics_token
+from app.api.errors import (
+    DATABASE_ERRORS,
+    MODEL_ERRORS,
+    REFUSED_VALUE_ERRORS,
+    as_domain_error,
+    http_status,
+    validation_problems,
+)
 from app.api.headers import SecurityHeaders, docs_policy
 from app.api.limits import BodyRefused, RequestLimits
+from app.api.openapi import openapi_document
 from app.api.router import api_router
+from app.api.schemas import ErrorBody
+from app.api.session_cookie import SessionCookies
 from app.container import Container
 from app.errors import DomainError, NotAuthenticated
-from app.logging_setup import request_id_var, setup_logging
+from app.logging_setup import request_id_for, request_id_var, setup_logging
 from app.metrics import Metrics, route_template
 from app.model_services import ModelLoading
 from app.settings import Settings, get_settings
 from app.web.admin import router as admin_pages_router
 from app.web.captions import router as captions_pages_router
-from app.web.common import LoginRequired, render
+from app.web.common import LoginRequired, error_page_user, render
 from app.web.evaluations import router as evaluation_pages_router
 from app.web.pages import router as pages_router
 from app.wiring import build_container
@@ -42,7 +54,8 @@ STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 
 
 def _is_api(request: Request) -> bool:
-    return request.url.path.startswith("/api")
+    # /metrics answers its scraper like the API does: JSON errors, a Bearer challenge.
+    return request.url.path.startswith("/api") or request.url.path == "/metrics"
 
 
 def create_app(settings: Settings | None = None, container: Container | None = None) -> FastAPI:
@@ -85,15 +98,13 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             "sends HSTS, so serve it over HTTPS (a TLS proxy in front)",
             settings.base_url,
         )
-    # Innermost first: the limits read the session that SessionMiddleware (outside) decodes.
+    # Innermost first: the limits read the session id that SessionCookies (outside) reads.
     app.add_middleware(RequestLimits, storage=settings.storage)
     app.add_middleware(
-        SessionMiddleware,
+        SessionCookies,
         secret_key=settings.auth.secret_key,
-        session_cookie="repic_session",
-        max_age=settings.auth.session_max_age_s,
-        same_site="lax",
-        https_only=production,
+        max_age_s=settings.auth.session_max_age_s,
+        secure=production,
     )
 
     metrics = Metrics()
@@ -101,7 +112,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
 
     @app.middleware("http")
     async def request_id(request: Request, call_next: Any) -> Response:
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
+        rid = request_id_for(request.headers.get("x-request-id"))
         token = request_id_var.set(rid)
         began = time.perf_counter()
         status = 500
@@ -119,6 +130,13 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     # Outermost, so every answer of the middlewares above carries the headers too.
     app.add_middleware(SecurityHeaders, hsts=production)
 
+    app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi_at_the_root() -> JSONResponse:
+        """The document of /api/openapi.json, where clients look for it first."""
+        return JSONResponse(app.openapi())
+
     @app.get("/docs", include_in_schema=False)
     def api_docs(request: Request) -> Response:
         root_path = request.scope.get("root_path", "").rstrip("/")
@@ -128,7 +146,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         page.headers["Content-Security-Policy"] = docs_policy(bytes(page.body))
         return page
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.get("/metrics", include_in_schema=False, dependencies=[Depends(require_metrics_token)])
     def prometheus_metrics(request: Request) -> Response:
         metrics.refresh(request.app.state.container)
         body, content_type = metrics.render()
@@ -143,15 +161,24 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             log.warning("database unavailable for %s %s: %s", request.method,
                         request.url.path, str(exc).splitlines()[0][:200])
             headers = {"Retry-After": "5"}
+        if isinstance(exc, REFUSED_VALUE_ERRORS):
+            log.warning("the database refused a value of %s %s (validate it first): %s",
+                        request.method, request.url.path, str(exc).splitlines()[0][:200])
+        if error.retry_after_s is not None:
+            headers = {"Retry-After": str(error.retry_after_s)}
         if _is_api(request):
             if status == 401:
                 headers = {"WWW-Authenticate": "Bearer"}
             return JSONResponse({"detail": error.detail}, status_code=status, headers=headers)
-        page = render(request, "error.html", status, message=error.detail, status=status)
+        user = await run_in_threadpool(error_page_user, request, isinstance(exc, DATABASE_ERRORS))
+        page = render(request, "error.html", status, message=error.detail, status=status,
+                      user=user)
         page.headers.update(headers or {})
         return page
 
-    expected: tuple[type[Exception], ...] = (DomainError, *MODEL_ERRORS, *DATABASE_ERRORS)
+    expected: tuple[type[Exception], ...] = (
+        DomainError, *MODEL_ERRORS, *DATABASE_ERRORS, *REFUSED_VALUE_ERRORS
+    )
     for kind in expected:
         app.add_exception_handler(kind, domain_error)
 
@@ -167,14 +194,25 @@ def create_app(settings: Settings | None = None, container: Container | None = N
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
-        problems = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query"))
-            problems.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
-        detail = "; ".join(problems) or "Invalid request"
+        detail, problems = validation_problems(exc.errors())
         if _is_api(request):
-            return JSONResponse({"detail": detail, "errors": exc.errors()}, status_code=422)
-        return render(request, "error.html", 422, message=detail, status=422)
+            body = ErrorBody(detail=detail, errors=problems)
+            return JSONResponse(body.model_dump(mode="json"), status_code=422)
+        user = await run_in_threadpool(error_page_user, request)
+        return render(request, "error.html", 422, message=detail, status=422, user=user)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        """Routing's own errors (no such page, wrong method): JSON for the API, and for a
+        browser the error page, with its header, like every other error."""
+        if _is_api(request) or exc.status_code < 400:
+            return await http_exception_handler(request, exc)
+        message = "There is no page at this address." if exc.status_code == 404 else exc.detail
+        user = await run_in_threadpool(error_page_user, request)
+        page = render(request, "error.html", exc.status_code, message=message,
+                      status=exc.status_code, user=user)
+        page.headers.update(exc.headers or {})
+        return page
 
     app.include_router(api_router)
     app.include_router(pages_router)

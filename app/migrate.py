@@ -7,6 +7,8 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
+from app.db import ensure_reachable, make_engine
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -18,6 +20,9 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
+    """Upgrade the schema; an unreachable database is :class:`app.errors.DatabaseUnreachable`
+    (one line) before Alembic starts."""
+    ensure_reachable(url)
     command.upgrade(alembic_config(url), revision)
 
 
@@ -27,10 +32,11 @@ def downgrade(url: str, revision: str) -> None:
 
 def current(url: str) -> str | None:
     from alembic.runtime.migration import MigrationContext
-    from sqlalchemy import create_engine
 
-    engine = create_engine(url)
-    with engine.connect() as conn:
-        rev = MigrationContext.configure(conn).get_current_revision()
-    engine.dispose()
-    return rev
+    ensure_reachable(url)
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()

@@ -25,6 +25,12 @@ from app.ml.embedder import ClipEmbedder
 from app.ml.errors import ModelUnavailable
 from app.services.captions import CaptionService
 from app.services.index_sync import IndexSync
+from app.services.model_catalog import (
+    ModelEntry,
+    embedder_entry,
+    model_state,
+    transformers_entry,
+)
 from app.services.retrieval import RetrievalService
 from app.settings import Settings
 from app.storage import ImageStore
@@ -70,6 +76,7 @@ class ModelServices:
         loading: ModelLoading,
         warnings: list[str],
         enqueue_embedding: Callable[[Sequence[int]], None] | None = None,
+        enqueue_reembed: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.session_factory = session_factory
@@ -78,10 +85,13 @@ class ModelServices:
         #: Shared with the container: fallbacks are reported on every page.
         self.warnings = warnings
         self.enqueue_embedding = enqueue_embedding
+        #: Queues the re-embed job when the configured embedder differs from the serving one.
+        self.enqueue_reembed = enqueue_reembed
         #: What /api/ready reports per model: configured name, tiny fallback, id.
         self.status: dict[str, dict[str, Any]] = {}
         self._lock = threading.RLock()
         self._retrieval: RetrievalService | None = None
+        self._detector: Detector | None = None
         self._backend: CaptionBackend | None = None
         self._captions: CaptionService | None = None
 
@@ -103,6 +113,21 @@ class ModelServices:
                 self._captions = self._build_captions(self.retrieval())
             return self._captions
 
+    def detector(self) -> Detector:
+        """The detector (retrieval's), loaded on its own if retrieval is not: the gpu worker
+        finds training boxes with it without loading CLIP."""
+        with self._lock:
+            if self._retrieval is not None:
+                return self._retrieval.detector
+            if self.loading is ModelLoading.NONE:
+                raise ServiceUnavailable("Detection is not configured on this server")
+            return self._shared_detector()
+
+    def _shared_detector(self) -> Detector:
+        if self._detector is None:
+            self._detector = self._load_detector()
+        return self._detector
+
     def loaded_retrieval(self) -> RetrievalService | None:
         """The retrieval service if it was built (request paths never build models)."""
         return self._retrieval
@@ -116,6 +141,14 @@ class ModelServices:
     def served_model(self) -> str:
         """The base model the caption backend serves (the tiny fallback when it is one)."""
         return str(self.status.get("caption", {}).get("model") or self.settings.caption.model)
+
+    @property
+    def demo(self) -> bool:
+        """Whether a tiny random-weight stand-in serves in place of a configured model."""
+        return any(
+            part.get("tiny") or str(part.get("kind", "")).endswith("(fallback)")
+            for part in self.status.values()
+        )
 
     def load(self) -> None:
         """Build what ``loading`` asks for at start."""
@@ -137,12 +170,20 @@ class ModelServices:
         if self.settings.profile == "production":
             raise StartupError(f"{what} {configured!r} is not available: {exc}") from exc
         message = (
-            f"{what} {configured!r} is not available offline ({exc}); using a tiny random-weight "
-            "model so the pipeline can be tried. Results are meaningless: configure real weights "
-            "(see docs/configuration.md)."
+            f"{what} {configured!r}: {exc}. A tiny random-weight stand-in serves meanwhile "
+            "(results are meaningless)."
         )
         self.warnings.append(message)
         log.warning("%s", message)
+
+    def _not_downloaded(self, entry: ModelEntry) -> ModelUnavailable | None:
+        """Offline (the default), a hub model missing from the cache is not tried at all."""
+        if not self.settings.models.offline or entry.repo_id is None:
+            return None
+        state = model_state(entry)
+        if state.present:
+            return None
+        return ModelUnavailable(f"not downloaded (run `{state.fix}`)")
 
     def _load_embedder(self) -> ClipEmbedder:
         cfg = self.settings.embedder
@@ -150,6 +191,9 @@ class ModelServices:
         embedder = ClipEmbedder(cfg.model_name, cfg.pretrained or None, device=cfg.device)
         status: dict[str, Any] = {"configured": configured, "tiny": False}
         try:
+            missing = self._not_downloaded(embedder_entry(cfg.model_name, cfg.pretrained))
+            if missing is not None:
+                raise missing
             embedder.load()
         except ModelUnavailable as exc:
             self._fallback("Embedder", configured, exc)
@@ -167,17 +211,18 @@ class ModelServices:
         cfg = self.settings.detector
         status: dict[str, Any] = {"kind": cfg.kind, "model": cfg.model}
         detector = build_detector(
-            cfg.kind, cfg.model, cfg.device, cfg.threshold, cfg.max_detections
+            cfg.kind, cfg.model, cfg.device, cfg.threshold, cfg.max_detections, cfg.image_size
         )
         try:
+            missing = (self._not_downloaded(transformers_entry("detector", cfg.model))
+                       if cfg.kind != "none" else None)
+            if missing is not None:
+                raise missing
             detector.load()
         except ModelUnavailable as exc:
             if self.settings.profile == "production":
                 raise StartupError(f"Detector {cfg.model!r} is not available: {exc}") from exc
-            message = (
-                f"Detector {cfg.model!r} is not available offline ({exc}); retrieval uses the "
-                "whole image only."
-            )
+            message = f"Detector {cfg.model!r}: {exc}. Retrieval uses the whole image only."
             self.warnings.append(message)
             log.warning("%s", message)
             detector = NoDetector()
@@ -197,10 +242,16 @@ class ModelServices:
             enqueue_embedding=self.enqueue_embedding,
         )
         service = RetrievalService(
-            index=index, detector=self._load_detector(), settings=settings.retrieval
+            index=index, detector=self._shared_detector(), settings=settings.retrieval
         )
         switch_warning = service.index.follow_serving_embedder()
         if switch_warning:
+            if self.enqueue_reembed is not None:
+                try:
+                    self.enqueue_reembed()
+                    switch_warning += " A re-embed job was queued."
+                except Exception as exc:  # no broker now: the operator can run it later
+                    log.warning("could not queue the re-embed job: %s", exc)
             self.warnings.append(switch_warning)
         report = service.index.start()
         log.info(
@@ -247,6 +298,9 @@ class ModelServices:
             max_pixels=cfg.max_pixels,
         )
         try:
+            missing = self._not_downloaded(transformers_entry("caption", cfg.model))
+            if missing is not None:
+                raise missing
             local.load()
         except ModelUnavailable as exc:
             self._fallback("Caption model", cfg.model, exc)

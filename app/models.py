@@ -30,7 +30,9 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -50,10 +52,26 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
-Timestamp = DateTime(timezone=True)
+class UtcTimestamp(TypeDecorator[dt.datetime]):
+    """A UTC timestamp that reads back time zone-aware on every database: SQLite keeps no
+    offset, so what it returns is marked UTC (every value was written as UTC), and answers
+    carry an RFC 3339 offset on SQLite as on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if isinstance(value, dt.datetime) and value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value
+
+
+Timestamp = UtcTimestamp()
 
 #: ``__table_args__`` entry: ``INTEGER PRIMARY KEY AUTOINCREMENT`` on SQLite (see above).
 NEVER_REUSE_IDS: dict[str, Any] = {"sqlite_autoincrement": True}
+#: The largest id an ``Integer`` id column holds on every database (PostgreSQL's ``integer``).
+MAX_ID = 2**31 - 1
 
 
 class User(Base):
@@ -86,6 +104,41 @@ class ApiToken(Base):
     revoked_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
 
     user: Mapped[User] = relationship(back_populates="tokens")
+
+
+class UserSession(Base):
+    """A browser session. The cookie carries only a random id; this row keeps its SHA-256
+    (a database leak reveals no live cookie), so ending a session is one write, seen at once
+    by every app process. No integer id: nothing outside refers to a session by number."""
+
+    __tablename__ = "user_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(Timestamp, index=True)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
+    user_agent: Mapped[str] = mapped_column(String(255), default="")
+    address: Mapped[str] = mapped_column(String(64), default="")
+    #: Messages for the next page of this session ([{"kind", "message"}]); never secrets.
+    flashes: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class LoginCounter(Base):
+    """Failed logins of one username or one client address (``key``: ``user:<name>`` or
+    ``addr:<address>``), shared by every app process through the database."""
+
+    __tablename__ = "login_counters"
+
+    key: Mapped[str] = mapped_column(String(120), primary_key=True)
+    #: Attempts in the window that started at ``window_started_at``, minus those that succeeded.
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    window_started_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
+    blocked_until: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
+    #: Lockouts in a row; the next one lasts login_block_s * 2**strikes (bounded).
+    strikes: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow, index=True)
 
 
 class Concept(Base):

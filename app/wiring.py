@@ -10,10 +10,11 @@ Who builds what (see docs/architecture.md for the picture)::
              -> VersionService(gate = EvaluationGate)
              -> EvaluationSetService
              -> EvaluationService(sets, jobs, captions, retrieval)
-             -> TrainingService(jobs, versions, post_training = evaluation)
+             -> TrainingService(jobs, versions, post_training = evaluation, detector)
              -> CaptionBatchService, IndexJobs
              -> JobRuntime(jobs, {kind: runner})   (what worker tasks call)
              -> ReadinessService
+             -> BrowserSessions, LoginThrottle -> Accounts (logins, password changes)
 
 Entry points (``app.main``, ``app.cli``, ``worker``) call :func:`build_container` and nothing
 else; nothing below this module imports it.
@@ -30,6 +31,8 @@ from app.logging_setup import request_id_var
 from app.model_services import ModelLoading, ModelServices
 from app.queue import CelerySender, create_celery_app
 from app.security import configure_password_hashing
+from app.services.accounts import Accounts
+from app.services.browser_sessions import BrowserSessions
 from app.services.caption_batches import CaptionBatchService
 from app.services.concepts import ConceptService, UploadLimits
 from app.services.evaluation import EvaluationService
@@ -39,7 +42,9 @@ from app.services.index_jobs import IndexJobs
 from app.services.job_kinds import JobKind
 from app.services.job_runtime import JobRuntime
 from app.services.jobs import JobService
+from app.services.login_throttle import LoginThrottle
 from app.services.maintenance import Maintenance
+from app.services.model_catalog import force_offline
 from app.services.photo_refs import PhotoReferences
 from app.services.readiness import ReadinessService
 from app.services.training import TrainingService
@@ -54,7 +59,14 @@ def build_container(settings: Settings, models: ModelLoading = ModelLoading.NONE
     """Everything one process needs. ``models`` says when the model services are built: the
     app loads them all at start, a worker on first use, database-only tools never."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    configure_password_hashing(settings.auth.argon2_time_cost, settings.auth.argon2_memory_kib)
+    if settings.models.offline:
+        force_offline()  # weights come from `repic models pull`, never from a start-up
+    configure_password_hashing(
+        settings.auth.argon2_time_cost,
+        settings.auth.argon2_memory_kib,
+        max_concurrent=settings.auth.max_concurrent_password_hashes,
+        wait_s=settings.auth.password_hash_wait_s,
+    )
     engine = make_engine(settings.database_url, settings.database.echo, settings.database.pool_size)
     session_factory = make_session_factory(engine)
     # The store asks the database before it deletes a file other rows may share.
@@ -74,10 +86,26 @@ def build_container(settings: Settings, models: ModelLoading = ModelLoading.NONE
                 request_id=request_id_var.get(),
             )
 
+    def enqueue_reembed() -> None:
+        """The configured embedder changed (e.g. another model profile): embed every photo
+        with it in the background; the old one serves until that job switches over."""
+        with session_factory() as session:
+            if not jobs.has_active(session, JobKind.REEMBED):
+                jobs.create(session, JobKind.REEMBED, {}, None, request_id=request_id_var.get())
+
     model_services = ModelServices(
-        settings, session_factory, store, models, warnings, enqueue_embedding
+        settings, session_factory, store, models, warnings, enqueue_embedding,
+        enqueue_reembed if models is ModelLoading.ALL else None,
     )
-    maintenance = Maintenance(settings, jobs, store, PhotoReferences(session_factory).all)
+    browser_sessions = BrowserSessions(session_factory, settings.auth.session_max_age_s)
+    throttle = LoginThrottle(session_factory, settings.auth)
+    maintenance = Maintenance(
+        settings,
+        jobs,
+        store,
+        PhotoReferences(session_factory).all,
+        purges=(browser_sessions.purge, throttle.purge),
+    )
     closers = [sender.close, model_services.close, maintenance.stop]
     try:
         model_services.load()
@@ -116,6 +144,7 @@ def build_container(settings: Settings, models: ModelLoading = ModelLoading.NONE
             store,
             served_model=model_services.served_model,
             post_training=evaluations.post_training,
+            detector=model_services.detector,
         )
         caption_batches = CaptionBatchService(
             session_factory, store, settings.storage, jobs, model_services.captions
@@ -159,6 +188,8 @@ def build_container(settings: Settings, models: ModelLoading = ModelLoading.NONE
         caption_batches=caption_batches,
         readiness=ReadinessService(engine, store, model_services, sender, warnings),
         maintenance=maintenance,
+        accounts=Accounts(settings.auth, throttle, browser_sessions),
+        browser_sessions=browser_sessions,
         warnings=warnings,
         closers=closers,
     )

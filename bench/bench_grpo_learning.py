@@ -10,7 +10,10 @@ and MLP layers, on a toy single-ICT task built from the DreamBooth photos
 window) and writes the figures into ``docs/benchmarks.md`` under its own section.
 
 Usage: ``python bench/bench_grpo_learning.py [--steps 300] [--subjects 1,3] [--fake-steps 40]
-[--no-doc]`` (about 12 minutes with the defaults).
+[--loss grpo|gspo] [--base qwen2.5-vl|qwen3-vl] [--no-doc]`` (about 12 minutes with the
+defaults). ``--loss gspo`` (sequence-level importance ratios) and ``--base qwen3-vl`` (a tiny
+random Qwen3-VL, :mod:`app.ml.tiny_qwen3_vl`) check the follow-up's recipe the same way; each
+combination writes its own section.
 """
 
 from __future__ import annotations
@@ -40,6 +43,15 @@ from trainer.toy_concepts import (  # noqa: E402
 )
 
 SECTION = "## GRPO learning check (bench/bench_grpo_learning.py)"
+BASES = ("qwen2.5-vl", "qwen3-vl")
+
+
+def section(args: argparse.Namespace) -> str:
+    """The doc section of a run: the GRPO/Qwen2.5-VL one keeps its historical title."""
+    if args.loss == "grpo" and args.base == "qwen2.5-vl":
+        return SECTION
+    return (f"## {args.loss.upper()} learning check, tiny {args.base} "
+            f"(bench/bench_grpo_learning.py --loss {args.loss} --base {args.base})")
 SUMMARY_HEADER = (
     "| subjects | names | steps | s/step | ICT reward, first 10 steps | last 20 steps "
     "| first 10-step window > 0.8 | below 0.2 -> above 0.8 |\n|---|---|---|---|---|---|---|---|"
@@ -70,16 +82,16 @@ def windows(points: list[tuple[int, float, float]], size: int) -> list[tuple[int
     return out
 
 
-def write_doc(text: str) -> None:
+def write_doc(text: str, title: str = SECTION) -> None:
     doc = REPO / "docs" / "benchmarks.md"
     doc.parent.mkdir(parents=True, exist_ok=True)
     current = doc.read_text(encoding="utf-8") if doc.exists() else "# Benchmarks\n"
-    start = current.find(SECTION)
+    start = current.find(title + "\n")
     if start == -1:
         updated = current.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n"
     else:
         # Replace only our section: up to the next "## " heading (other engineers' sections).
-        end = current.find("\n## ", start + len(SECTION))
+        end = current.find("\n## ", start + len(title))
         tail = current[end + 1:] if end != -1 else ""
         updated = current[:start] + text.rstrip("\n") + "\n" + ("\n" + tail if tail else "")
     doc.write_text(updated, encoding="utf-8")
@@ -93,15 +105,19 @@ def run(args: argparse.Namespace, subjects: int, name_tokens: bool, steps: int) 
     else:
         concepts = generated_concepts(work / "photos", n_concepts=subjects)
         source = "drawn shapes (no ../shared)"
-    model = "tiny"
+    from app.ml.tiny_qwen3_vl import build_tiny_qwen3_vl
+    from app.ml.tiny_vlm import build_tiny_vlm
+
+    build = build_tiny_qwen3_vl if args.base == "qwen3-vl" else build_tiny_vlm
+    side = 32 if args.base == "qwen3-vl" else 28  # one visual token: patch x merge
+    model = "tiny" if args.base == "qwen2.5-vl" else str(
+        build(work / "tiny-plain", initializer_range=0.2))
     if name_tokens:
         # Each concept's "<name>" becomes ONE token of the tiny byte-level tokenizer, as real
         # names are few tokens for Qwen's BPE. Spelled byte by byte, a random tiny model never
         # emits a whole name by chance, every reward is 0 and GRPO has no signal at all.
-        from app.ml.tiny_vlm import build_tiny_vlm
-
         names = [f"<{c.name}>" for c in concepts]
-        model = str(build_tiny_vlm(work / "tiny", initializer_range=0.2, extra_tokens=names))
+        model = str(build(work / "tiny", initializer_range=0.2, extra_tokens=names))
     train_args = load_args(
         None,
         tiny=True,
@@ -111,8 +127,9 @@ def run(args: argparse.Namespace, subjects: int, name_tokens: bool, steps: int) 
         mix_oct=0, mix_vlt=0, mix_ict=1, mix_ict_multi=0,
         detail_question_rate=0.0,
         fake_names=not name_tokens,
-        min_pixels=28 * 28,
-        max_pixels=56 * 56,
+        min_pixels=side * side,
+        max_pixels=4 * side * side,
+        loss=args.loss,
         num_generations=4,
         prompts_per_step=args.prompts,
         max_completion_length=args.max_len,
@@ -155,10 +172,40 @@ def run(args: argparse.Namespace, subjects: int, name_tokens: bool, steps: int) 
     }
 
 
+GRPO_READING = """Reading it:
+- With one subject the run meets the target: the policy learns to write long completions
+  that contain the name token.
+- With several subjects the reward climbs, then stalls: once the policy settles on a name,
+  a prompt whose G=4 completions all miss gets zero reward spread, hence zero advantage and no
+  gradient (GRPO's known dead zone); more generations, a higher temperature or more steps
+  would be needed.
+- With fake names spelled byte by byte (the production setting: names change every epoch)
+  the random tiny model never writes a whole name by chance, every reward is 0 and nothing
+  trains. This is a limit of a random byte-level toy model, not of the pipeline: a real
+  Qwen2.5-VL copies names from its prompt zero-shot (the paper's zero-shot recall is
+  33-77%), which is exactly the signal GRPO amplifies.
+"""
+
+
+def reading(reports: list[dict], args: argparse.Namespace) -> str:
+    """What the figures say: the commentary of the GRPO run, measured lines for the others."""
+    if section(args) == SECTION:
+        return GRPO_READING
+    lines = [f"- {r['subjects']} subject(s), names {r['names']}: ICT reward "
+             f"{r['ict_first10']:.3f} over the first 10 steps, first 10-step window above 0.8 "
+             f"at step {r['first_window_above_0.8']}, best {args.window}-step window "
+             f"{max((v for _, v in r['curve']), default=0.0):.3f}, {r['ict_last20']:.3f} over "
+             f"the last 20 steps (below 0.2 -> above 0.8: {'yes' if r['target_met'] else 'no'})."
+             for r in reports]
+    return "Reading it:\n" + "\n".join(lines) + "\n"
+
+
 def render(reports: list[dict], args: argparse.Namespace) -> str:
+    side = 64 if args.base == "qwen3-vl" else 56
     settings = {"G": 4, "prompts_per_step": args.prompts, "max_completion_length": args.max_len,
                 "lr": args.lr, "lr_schedule": "constant", "lora_r": 16, "lora_alpha": 32,
-                "beta": 0.04, "images": "<= 56*56 px", "torch_threads": args.threads}
+                "beta": 0.04, "images": f"<= {side}*{side} px", "torch_threads": args.threads,
+                "loss": args.loss, "base": f"tiny {args.base}"}
     summary = "\n".join(
         f"| {r['subjects']} | {r['names']} | {r['steps']} | {r['s_per_step']} | "
         f"{r['ict_first10']:.3f} | {r['ict_last20']:.3f} | {r['first_window_above_0.8']} | "
@@ -174,11 +221,15 @@ def render(reports: list[dict], args: argparse.Namespace) -> str:
             value = dict(r["curve"]).get(step)
             cells.append("" if value is None else f"{value:.3f}")
         curve_rows.append(f"| {step} | " + " | ".join(cells) + " |")
-    return f"""{SECTION}
+    flags = "".join(f" {arg}" for arg in sys.argv[1:] if arg != "--no-doc")
+    model = "Qwen3-VL" if args.base == "qwen3-vl" else "Qwen2.5-VL"
+    ratios = ("sequence-level importance ratios, GSPO" if args.loss == "gspo"
+              else "token-level importance ratios")
+    return f"""{section(args)}
 
-`python bench/bench_grpo_learning.py` ({time.strftime('%Y-%m-%d')}; CPU, 2 shared cores).
-The tiny random Qwen2.5-VL (initializer_range 0.2) + LoRA on the language model's attention
-and MLP layers, trained by `trainer.grpo.main` (TRL GRPOTrainer, beta 0.04, loss "grpo") on a
+`python bench/bench_grpo_learning.py{flags}` ({time.strftime('%Y-%m-%d')}; CPU, 2 shared cores).
+The tiny random {model} (initializer_range 0.2) + LoRA on the language model's attention
+and MLP layers, trained by `trainer.grpo.main` (TRL GRPOTrainer, beta 0.04, {ratios}) on a
 toy single-ICT task built from {reports[0]['source']} (one reference + one query photo per
 record), scored by the real ICT reward: >= 100 characters AND the exact `<name>`.
 Settings: `{json.dumps(settings)}`.
@@ -192,18 +243,7 @@ Mean ICT reward per {args.window}-step window:
 |---|{'---|' * len(reports)}
 {chr(10).join(curve_rows)}
 
-Reading it:
-- With one subject the run meets the target: the policy learns to write long completions
-  that contain the name token.
-- With several subjects the reward climbs, then stalls: once the policy settles on a name,
-  a prompt whose G=4 completions all miss gets zero reward spread, hence zero advantage and no
-  gradient (GRPO's known dead zone); more generations, a higher temperature or more steps
-  would be needed.
-- With fake names spelled byte by byte (the production setting: names change every epoch)
-  the random tiny model never writes a whole name by chance, every reward is 0 and nothing
-  trains. This is a limit of a random byte-level toy model, not of the pipeline: a real
-  Qwen2.5-VL copies names from its prompt zero-shot (the paper's zero-shot recall is
-  33-77%), which is exactly the signal GRPO amplifies.
+{reading(reports, args)}
 """
 
 
@@ -220,6 +260,8 @@ def cli() -> int:
     parser.add_argument("--window", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--loss", choices=("grpo", "gspo"), default="grpo")
+    parser.add_argument("--base", choices=BASES, default="qwen2.5-vl")
     parser.add_argument("--no-doc", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -235,7 +277,7 @@ def cli() -> int:
     text = render(reports, args)
     print(text)
     if not args.no_doc:
-        write_doc(text)
+        write_doc(text, section(args))
     return 0
 
 

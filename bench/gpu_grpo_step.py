@@ -145,7 +145,7 @@ def make_dataset(work: Path, prompts: int, image_size: int, max_pixels: int) -> 
     import numpy as np
     from PIL import Image
 
-    from app.ml.prompt import ict_single_problem
+    from app.ml.instructions import ict_single_problem
     from trainer.records import TrainingRecord
     from trainer.trl_dataset import to_trl_dataset
 
@@ -158,8 +158,12 @@ def make_dataset(work: Path, prompts: int, image_size: int, max_pixels: int) -> 
             pixels = rng.integers(0, 255, (image_size, image_size, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(path)
             paths.append(path)
-        records.append(TrainingRecord(paths, ict_single_problem("Bo"), "<Bo>", "ict", "bench"))
-    dataset, _ = to_trl_dataset(records, None, min_pixels=28 * 28, max_pixels=max_pixels)
+        problem = ict_single_problem("Bo", "Give a caption of the image.")
+        records.append(TrainingRecord(paths, problem, "<Bo>", "ict", "bench"))
+    # The bench sets the pixel budget itself: no pre-resize on top of it.
+    dataset, _ = to_trl_dataset(
+        records, None, min_pixels=28 * 28, max_pixels=max_pixels, pre_resize=False
+    )
     return dataset
 
 

@@ -1,6 +1,7 @@
 #!/bin/sh
 # One-shot step before the app and the workers start (compose service `prestart`):
-# wait for the database, upgrade the schema (`repic db upgrade`), and check that the shared
+# wait for the database, upgrade the schema (`repic db upgrade`), pull the configured model
+# weights (`repic models pull`), and check that the shared
 # volumes are writable by this image's user, so a wrong volume owner fails here, loudly,
 # instead of in the middle of a training run.
 set -eu
@@ -19,6 +20,11 @@ until repic db current >/dev/null 2>&1; do
 done
 
 repic db upgrade
+
+if [ "${REPIC_PULL_MODELS:-1}" = "1" ]; then
+    # Idempotent: only what is missing from the models volume is downloaded (resumable).
+    repic models pull
+fi
 
 for dir in "${REPIC_STORAGE__DATA_DIR:-/data}" "${REPIC_TRAINING__ADAPTERS_DIR:-/data/adapters}"; do
     mkdir -p "$dir" 2>/dev/null || true

@@ -9,6 +9,7 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_
 PG_URL=${REPIC_TEST_PG_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/test}
 
 scripts/test-services.sh
+scripts/fetch-axe.sh   # axe-core for the browser tests' accessibility checks (pinned)
 
 echo "== lint (ruff, mypy) =="
 "$VENV/bin/ruff" check app worker trainer tests bench

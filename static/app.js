@@ -1,9 +1,20 @@
-// Small progressive enhancements: confirmations and drag-and-drop multi-photo upload.
+// Small progressive enhancements: confirmations, drag-and-drop multi-photo upload, and a tab
+// stop on boxes that scroll sideways.
 (function () {
   "use strict";
   document.addEventListener("submit", function (ev) {
     var msg = ev.target.getAttribute && ev.target.getAttribute("data-confirm");
     if (msg && !window.confirm(msg)) { ev.preventDefault(); }
+  });
+
+  // Chromium opens a focused file input's chooser on Space only; Enter opens it too, as it
+  // activates every other button-like control.
+  document.addEventListener("keydown", function (ev) {
+    var t = ev.target;
+    if (ev.key === "Enter" && t instanceof HTMLInputElement && t.type === "file") {
+      ev.preventDefault();
+      t.click();
+    }
   });
 
   function setupDropzone(zone) {
@@ -44,9 +55,26 @@
     zone.addEventListener("drop", function (e) { addFiles(e.dataTransfer.files); });
     zone.repicAddFiles = addFiles;
   }
+  // A box that scrolls sideways (a wide table on a phone) must be scrollable without a
+  // pointer: it gets a tab stop while it overflows, and loses it when it fits again.
+  function keyboardScrollable() {
+    document.querySelectorAll("table, .table-scroll, pre").forEach(function (box) {
+      var scrolls = box.scrollWidth > box.clientWidth + 1;
+      if (scrolls && !box.hasAttribute("tabindex")) {
+        box.setAttribute("tabindex", "0");
+        box.dataset.scrollStop = "1";
+      } else if (!scrolls && box.dataset.scrollStop) {
+        box.removeAttribute("tabindex");
+        delete box.dataset.scrollStop;
+      }
+    });
+  }
+  window.repicKeyboardScrollable = keyboardScrollable;
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll(".dropzone").forEach(setupDropzone);
+    keyboardScrollable();
   });
+  window.addEventListener("resize", keyboardScrollable);
   window.repicCsrf = function () {
     var m = document.querySelector("meta[name=csrf-token]");
     return m ? m.content : "";

@@ -39,6 +39,7 @@
     var wrap = document.getElementById("caption-photo");
     wrap.innerHTML = "";
     var img = document.createElement("img");
+    img.alt = "the captioned photo";
     img.src = data.image_url;
     img.onload = function () {
       var sx = img.clientWidth / data.width, sy = img.clientHeight / data.height;
@@ -54,6 +55,73 @@
     };
     wrap.appendChild(img);
   }
+  // History: rows come from the page's <template> (the server renders the same markup).
+  function historyRow(data) {
+    var row = document.getElementById("history-row-template").content.firstElementChild.cloneNode(true);
+    row.dataset.captionId = data.id;
+    row.querySelector("img").src = data.image_url;
+    row.querySelector(".caption-body").textContent = data.edited_caption || data.caption;
+    row.querySelector(".tiny-chip").hidden = !data.tiny_model;
+    var concepts = row.querySelector(".caption-concepts");
+    data.concepts.forEach(function (c) {
+      var chip = document.createElement("span");
+      chip.className = "chip";
+      chip.textContent = "<" + c.name + ">";
+      concepts.appendChild(chip);
+    });
+    row.querySelector(".state").textContent = data.feedback;
+    return row;
+  }
+  function addToHistory(data) {
+    var table = document.getElementById("history");
+    // Later pages hold older captions: a new one belongs on the first.
+    if (!table || table.dataset.page !== "1") { return; }
+    var body = table.tBodies[0];
+    body.insertBefore(historyRow(data), body.firstChild);
+  }
+
+  async function sendFeedback(row, body) {
+    var data = await api("PATCH", "/api/captions/" + row.dataset.captionId, body);
+    row.querySelector(".state").textContent = data.feedback;
+    // Any verdict but "edited" drops an edit: the model's caption is shown again.
+    row.querySelector(".caption-body").textContent = data.edited_caption || data.caption;
+    return data;
+  }
+  function feedbackError(row, message) {
+    var state = row.querySelector(".state");
+    state.textContent = "not saved: " + message;
+  }
+
+  // The in-page editor: a textarea holding the caption's text only (never the chips).
+  function openEditor(row, editButton) {
+    if (row.querySelector(".caption-editor")) { row.querySelector(".caption-editor textarea").focus(); return; }
+    var body = row.querySelector(".caption-body");
+    var form = document.getElementById("caption-editor-template").content.firstElementChild.cloneNode(true);
+    var text = form.querySelector("textarea");
+    text.value = body.textContent;
+    body.hidden = true;
+    body.parentNode.insertBefore(form, body.nextSibling);
+    function close() {
+      form.remove();
+      body.hidden = false;
+      editButton.focus();
+    }
+    form.addEventListener("submit", async function (ev) {
+      ev.preventDefault();
+      var edited = text.value.trim();
+      if (!edited) { text.focus(); return; }
+      try {
+        await sendFeedback(row, { feedback: "edited", edited_caption: edited });
+        close();
+      } catch (e) { feedbackError(row, e.message); }
+    });
+    form.querySelector("[data-editor=cancel]").addEventListener("click", close);
+    form.addEventListener("keydown", function (ev) {
+      if (ev.key === "Escape") { ev.preventDefault(); close(); }
+    });
+    text.focus();
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     var form = document.getElementById("caption-form");
     if (!form) { return; }
@@ -64,7 +132,13 @@
       var button = document.getElementById("caption-submit");
       var err = document.getElementById("form-error");
       if (err) { err.remove(); }
-      if (!file) { alert("Choose or drop a photo first."); return; }
+      function fail(message) {
+        var div = document.createElement("div");
+        div.className = "flash error"; div.id = "form-error"; div.textContent = message;
+        div.setAttribute("role", "alert");
+        form.parentNode.insertBefore(div, form);
+      }
+      if (!file) { fail("Choose or drop a photo first."); input.focus(); return; }
       var fd = new FormData();
       fd.append("image", file);
       form.querySelectorAll("input[name=concept_ids]:checked").forEach(function (c) { fd.append("concept_ids", c.value); });
@@ -73,32 +147,20 @@
       var q = document.getElementById("caption-question").value.trim();
       if (q) { fd.append("question", q); }
       button.disabled = true; button.textContent = "Captioning…";
-      try { showResult(await api("POST", "/api/captions", fd), file); }
-      catch (e) {
-        var div = document.createElement("div");
-        div.className = "flash error"; div.id = "form-error"; div.textContent = e.message;
-        form.parentNode.insertBefore(div, form);
-      } finally { button.disabled = false; button.textContent = "Caption it"; }
+      try {
+        var data = await api("POST", "/api/captions", fd);
+        showResult(data, file);
+        addToHistory(data);
+      } catch (e) { fail(e.message); }
+      finally { button.disabled = false; button.textContent = "Caption it"; }
     });
     document.getElementById("history").addEventListener("click", async function (ev) {
       var btn = ev.target.closest("button[data-feedback]");
       if (!btn) { return; }
       var row = btn.closest("tr");
-      // The cell's first node is the caption's text; chips (tiny model) follow it.
-      var shown = row.querySelector(".caption-cell").firstChild;
-      if (!shown || shown.nodeType !== Node.TEXT_NODE) {
-        shown = row.querySelector(".caption-cell").insertBefore(document.createTextNode(""), shown);
-      }
-      var body = { feedback: btn.dataset.feedback };
-      if (body.feedback === "edited") {
-        var text = prompt("Edit the caption", shown.nodeValue.trim());
-        if (!text) { return; }
-        body.edited_caption = text;
-      }
-      var data = await api("PATCH", "/api/captions/" + row.dataset.captionId, body);
-      row.querySelector(".state").textContent = data.feedback;
-      // Any verdict but "edited" drops an edit: the model's caption is shown again.
-      shown.nodeValue = (data.edited_caption || data.caption) + (shown.nextSibling ? " " : "");
+      if (btn.dataset.feedback === "edited") { openEditor(row, btn); return; }
+      try { await sendFeedback(row, { feedback: btn.dataset.feedback }); }
+      catch (e) { feedbackError(row, e.message); }
     });
   });
 })();

@@ -203,6 +203,14 @@ def test_app_environment_is_accepted_by_settings(
     assert settings.auth.secret_key == _filled_env()["REPIC_SECRET_KEY"]
 
 
+def test_compose_sets_no_unknown_setting(resolved: dict[str, Any]) -> None:
+    from app.settings import unknown_settings
+
+    for name in ("app", "worker-cpu", "worker-gpu", "prestart"):
+        environment = resolved["services"][name]["environment"]
+        assert unknown_settings({k: str(v) for k, v in environment.items()}) == [], name
+
+
 # -- vLLM ---------------------------------------------------------------------------------
 
 

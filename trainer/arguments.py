@@ -29,9 +29,9 @@ import yaml
 from pydantic import ConfigDict, ValidationError, field_validator
 from pydantic.dataclasses import dataclass
 
-from app.ml.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 from trainer.concept_records import TaskMix
 from trainer.fake_names import DEFAULT_LOCALES
+from trainer.model_view import PAPER_MAX_PIXELS, PAPER_MIN_PIXELS
 
 #: Qwen2.5-VL's language-model linear layers, scoped by module path: the vision tower's MLP
 #: (``model.visual.blocks.N.mlp.gate_proj``...) has the same leaf names and must stay frozen.
@@ -42,6 +42,9 @@ LANGUAGE_LORA_TARGETS = (
 PAPER_BASE_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
 CONFIG_DIR = Path(__file__).parent / "configs"
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+#: The policy objective: GRPO's token-level importance ratios (the paper) or GSPO's
+#: sequence-level ones (the authors' follow-up, CoViP, REPIC_SPEC.md §8.6).
+LOSSES = ("grpo", "gspo")
 
 
 def _help(text: str) -> dict[str, str]:
@@ -100,7 +103,10 @@ class RepicTrainingArguments:
     )
     detail_question_rate: float = field(
         default=0.3,
-        metadata=_help("Share of ICT records that also ask 'Describe the image in detail.'."),
+        metadata=_help(
+            "Share of ICT records built whose question is 'Describe the image in detail.' "
+            "(the others draw from the paper's 26 questions)."
+        ),
     )
     fake_names: bool = field(
         default=True,
@@ -113,12 +119,21 @@ class RepicTrainingArguments:
         default_factory=lambda: list(DEFAULT_LOCALES),
         metadata=_help("faker locales of the fake first names."),
     )
+    pre_resize: bool = field(
+        default=True,
+        metadata=_help(
+            "Resize images as the original trainer does before the processor: shorter side "
+            "512 when a record has several images, 1024 for a single one (only when a side "
+            "is larger)."
+        ),
+    )
     min_pixels: int = field(
-        default=DEFAULT_MIN_PIXELS, metadata=_help("Lower image bound in pixels (as serving).")
+        default=PAPER_MIN_PIXELS,
+        metadata=_help("Processor's lower image bound in pixels (original script: 3136)."),
     )
     max_pixels: int = field(
-        default=DEFAULT_MAX_PIXELS,
-        metadata=_help("Upper image bound in pixels; must equal serving's (paper 1024*28*28)."),
+        default=PAPER_MAX_PIXELS,
+        metadata=_help("Processor's upper image bound in pixels (original script: 12845056)."),
     )
     # ---- GRPO
     num_generations: int = field(default=8, metadata=_help("Completions per prompt (G)."))
@@ -147,6 +162,14 @@ class RepicTrainingArguments:
     top_k: int = field(default=50, metadata=_help("Sampling top-k."))
     top_p: float = field(default=1.0, metadata=_help("Sampling top-p."))
     max_completion_length: int = field(default=256, metadata=_help("Most new tokens."))
+    loss: str = field(
+        default="grpo",
+        metadata=_help(
+            "Policy objective: 'grpo' (token-level importance ratios, the paper) or 'gspo' "
+            "(sequence-level ratios, TRL's importance_sampling_level='sequence'; the "
+            "authors' follow-up trains Qwen3-VL with it)."
+        ),
+    )
     loss_type: str = field(
         default="grpo", metadata=_help(f"GRPO loss normalisation, one of {LOSS_TYPES}.")
     )
@@ -233,6 +256,8 @@ class RepicTrainingArguments:
             errors.append(f"max_steps must be -1 (epochs) or >= 1, got {self.max_steps}")
         if self.num_train_epochs <= 0:
             errors.append(f"num_train_epochs must be > 0, got {self.num_train_epochs}")
+        if self.loss not in LOSSES:
+            errors.append(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.loss_type not in LOSS_TYPES:
             errors.append(f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
         if self.device not in ("auto", "cpu", "cuda"):

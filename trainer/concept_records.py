@@ -4,11 +4,15 @@ This module owns :class:`ConceptPhotos` (a concept as plain data, handed over by
 which has already filtered on the owners' "allow training" flag), the concepts-file reader
 (:func:`load_concepts_file`), :class:`TaskMix` and :class:`BuildOptions`, and
 :func:`build_concept_records`: OCT positives/negatives, single-ICT, multi-ICT on composite
-canvases, VLT from box annotations or from composites.
+canvases, VLT from real photos with real boxes (annotations or detections; composites only
+as the fallback).
 
 Records hold name slots (``{name0}``) instead of names; :mod:`trainer.trl_dataset` fills them
-at access time. Every prompt text comes from :mod:`app.ml.prompt`, the module serving uses too,
-so training and serving cannot drift.
+at access time. A record's problem is the paper's preamble plus one question drawn from its
+task's pool (:mod:`app.ml.instructions`, verbatim), drawn with the build's seed so a build is
+reproducible; the task's suffix is not stored, it is drawn each time the record is read. VLT
+boxes (and multi-ICT composites' boxes) are in the pixels of the stored file; the reader maps
+them into the frame the model sees (:mod:`trainer.model_view`).
 """
 
 from __future__ import annotations
@@ -22,18 +26,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.ml.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, target_size
-from app.ml.prompt import (
+from app.ml.instructions import (
     DETAIL_QUESTION,
-    format_name,
+    draw_multi_preamble,
+    draw_question,
     ict_multi_problem,
     ict_single_problem,
     oct_problem,
-    pick_ict_suffix,
-    strip_name,
     vlt_problem,
 )
-from trainer.model_view import scale_box
+from app.ml.prompt import format_name, strip_name
 from trainer.records import DatasetError, TrainingRecord, name_slot
 from trainer.rewards import TASKS
 
@@ -45,7 +47,10 @@ class ConceptPhotos:
     """A registered concept as plain data: its photos and, optionally, boxes of it in them.
 
     ``boxes`` maps an image path (as given in ``image_paths``) to ``(x1, y1, x2, y2)`` in that
-    photo's own pixels. The caller passes only concepts whose owners allowed training.
+    photo's own pixels; ``box_sources`` says where a box came from: ``"detector"`` (found by
+    the detector over the photo, :func:`app.services.training.with_detected_boxes`) or, when
+    not given, an annotation (set by the owner, or in a concepts file). The caller passes only
+    concepts whose owners allowed training.
     """
 
     concept_id: str | int
@@ -54,11 +59,20 @@ class ConceptPhotos:
     category: str
     image_paths: list[Path]
     boxes: Mapping[Path | str, tuple[int, int, int, int]] | None = None
+    box_sources: Mapping[Path | str, str] | None = None
 
     def box_for(self, path: Path | str) -> tuple[int, int, int, int] | None:
-        if not self.boxes:
-            return None
-        return self.boxes.get(path) or self.boxes.get(str(path)) or self.boxes.get(Path(path))
+        return _lookup(self.boxes, path)
+
+    def box_source(self, path: Path | str) -> str:
+        """``"detector"`` or ``"annotation"``: where the box of ``path`` came from."""
+        return _lookup(self.box_sources, path) or "annotation"
+
+
+def _lookup(mapping: Mapping[Path | str, Any] | None, path: Path | str) -> Any:
+    if not mapping:
+        return None
+    return mapping.get(path) or mapping.get(str(path)) or mapping.get(Path(path))
 
 
 @dataclass(frozen=True)
@@ -107,14 +121,15 @@ class BuildOptions:
     seed: int = 0
     #: Share of OCT records that are positive pairs (same concept); the rest are negatives.
     oct_positive_rate: float = 0.5
-    #: Share of ICT records whose question asks for a detailed caption (keeps captions long).
+    #: Share of ICT records whose question is "Describe the image in detail." (keeps captions
+    #: long); the others draw their question from the paper's 26-question pool.
     detail_question_rate: float = 0.3
     #: Most concepts in one multi-ICT query canvas (2..max_multi).
     max_multi: int = 3
-    #: Height in pixels of each photo pasted into a composite, before the model-view resize.
+    #: Height in pixels of each photo pasted into a composite (the reader resizes it further).
     composite_height: int = 336
-    min_pixels: int = DEFAULT_MIN_PIXELS
-    max_pixels: int = DEFAULT_MAX_PIXELS
+    #: The records' ``source`` (the data summary counts records per source).
+    source: str = "concepts"
 
 
 def _feasible_tasks(concepts: Sequence[ConceptPhotos]) -> set[str]:
@@ -143,8 +158,8 @@ class _Composer:
 
     def compose(
         self, photos: Sequence[Path], rng: random.Random, pad: bool = False
-    ) -> tuple[Path, list[list[int]], tuple[int, int]]:
-        """Paste ``photos`` left to right; return (file, boxes in model view, model-view size).
+    ) -> tuple[Path, list[list[int]]]:
+        """Paste ``photos`` left to right; return (file, each photo's box in the file's pixels).
 
         With ``pad`` a grey margin of random width is added on both sides, so a single photo
         does not fill the canvas (a VLT box equal to the whole image would teach nothing).
@@ -169,18 +184,42 @@ class _Composer:
             canvas.paste(tile, (x, 0))
             boxes.append([x, 0, x + tile.width, height])
             x += tile.width + gap
-        view = target_size(width, height, self.options.min_pixels, self.options.max_pixels)
-        canvas = canvas.resize(view, Image.Resampling.BICUBIC)
-        boxes = [scale_box(b, (width, height), view) for b in boxes]
         out = self.out_dir / f"composite_{self.count:05d}.jpg"
         self.count += 1
         canvas.save(out, quality=90)
-        return out, boxes, view
+        return out, boxes
 
 
-def _expression(concept: ConceptPhotos) -> str:
-    what = concept.category.strip() or concept.info.strip() or "object"
-    return f"the {what}"
+#: Longest description read as a referring expression (RefCOCO's are a few words long).
+MAX_EXPRESSION_WORDS = 10
+_ARTICLES = ("a ", "an ", "the ")
+
+
+def referring_expressions(category: str, description: str) -> list[str]:
+    """The referring expressions a VLT record may use for a concept (one is drawn per record).
+
+    ``the <category>``, and the description read as a noun phrase when it is one: it starts
+    with an article and is at most :data:`MAX_EXPRESSION_WORDS` words (its first sentence,
+    the article made definite). A longer or other description ("Rex loves the beach") is no
+    referring expression and is not used.
+
+    >>> referring_expressions("dog", "A corgi with a red collar.")
+    ['the dog', 'the corgi with a red collar']
+    >>> referring_expressions("mug", "My grandmother's mug, chipped.")
+    ['the mug']
+    """
+    out = [f"the {category.strip()}"] if category.strip() else []
+    first = description.strip().split(". ")[0].strip().rstrip(".").strip()
+    lowered = first[:1].lower() + first[1:]
+    if lowered.startswith(_ARTICLES) and len(first.split()) <= MAX_EXPRESSION_WORDS:
+        phrase = "the " + lowered.split(" ", 1)[1]
+        if phrase not in out:
+            out.append(phrase)
+    return out or ["the object"]
+
+
+def _expression(concept: ConceptPhotos, rng: random.Random) -> str:
+    return rng.choice(referring_expressions(concept.category, concept.info))
 
 
 def build_concept_records(
@@ -195,12 +234,18 @@ def build_concept_records(
     - single-ICT: a photo of a concept as reference, another photo of it as query.
     - multi-ICT: 2..max_multi concepts; one photo of each as references and a composite query
       canvas (written under ``out_dir``) made of *other* photos of them; solution their names.
-    - VLT: a photo with a box annotation when any concept has one (box scaled to the model's
-      view), else a composite canvas whose pasted photos' positions give the box. The
-      referring expression is the concept's category ("the dog"); composites only combine
-      concepts of different categories so the expression is unambiguous.
+    - VLT: a real photo with a real box whenever any photo has one (the owner's annotation or
+      the detector's box over the photo, the box in the photo's own pixels; kinds
+      ``vlt_annotation`` / ``vlt_detected_box``), else, as a fallback only, a composite canvas
+      whose pasted photos' positions give the box (kind ``vlt_composite``, so the data summary
+      shows how much of the VLT data is synthetic). The referring expression is drawn from
+      :func:`referring_expressions` (``the dog``, or the description when it is a short noun
+      phrase); composites only combine concepts of different categories so the expression is
+      unambiguous.
 
-    Names are slots (``{name0}``...) filled at access time (see the module docstring).
+    Problems are a preamble and a question of the task's pool (VLT: the question alone), drawn
+    with ``options.seed``; names are slots (``{name0}``...) filled at access time (see the
+    module docstring).
     Tasks that the concepts cannot support (e.g. multi-ICT with one concept) are dropped and
     their share goes to the others, with a warning.
     """
@@ -244,15 +289,16 @@ def build_concept_records(
             positive = False
         if not positive and len(concepts) < 2:
             positive = True
+        question = draw_question("oct", rng)
         if positive:
             concept = rng.choice(with_pair)
             ref, query = rng.sample(list(concept.image_paths), 2)
             return TrainingRecord(
                 [ref, query],
-                oct_problem(name_slot(0)),
+                oct_problem(name_slot(0), question),
                 "yes",
                 "oct",
-                "concepts",
+                options.source,
                 meta("oct_positive", [concept]),
             )
         first, other = rng.sample(concepts, 2)
@@ -260,28 +306,27 @@ def build_concept_records(
         # Only the reference concept is named: the other one is the distractor.
         return TrainingRecord(
             [ref, query],
-            oct_problem(name_slot(0)),
+            oct_problem(name_slot(0), question),
             "no",
             "oct",
-            "concepts",
+            options.source,
             meta("oct_negative", [first], distractor_id=other.concept_id),
         )
 
-    def ict_suffix() -> str:
-        suffix = pick_ict_suffix(rng)
+    def ict_question() -> str:
         if rng.random() < options.detail_question_rate:
-            suffix = " " + DETAIL_QUESTION + suffix
-        return suffix
+            return DETAIL_QUESTION
+        return draw_question("ict", rng)
 
     def ict_record() -> TrainingRecord:
         concept = rng.choice(with_pair)
         ref, query = rng.sample(list(concept.image_paths), 2)
         return TrainingRecord(
             [ref, query],
-            ict_single_problem(name_slot(0), ict_suffix()),
+            ict_single_problem(name_slot(0), ict_question()),
             format_name(name_slot(0)),
             "ict",
-            "concepts",
+            options.source,
             meta("ict_single", [concept]),
         )
 
@@ -293,33 +338,32 @@ def build_concept_records(
             ref, query = rng.sample(list(concept.image_paths), 2)
             refs.append(ref)
             pasted.append(query)
-        canvas, boxes, view = composer.compose(pasted, rng)
+        canvas, boxes = composer.compose(pasted, rng)
         slots = [name_slot(i) for i in range(k)]
         return TrainingRecord(
             [*refs, canvas],
-            ict_multi_problem(slots, ict_suffix()),
+            ict_multi_problem(slots, ict_question(), draw_multi_preamble(rng)),
             [format_name(s) for s in slots],
             "ict_multi",
-            "concepts",
-            meta("ict_multi_composite", chosen, boxes=boxes, view_size=list(view)),
+            options.source,
+            meta("ict_multi_composite", chosen, boxes=boxes),
         )
 
     def vlt_record() -> TrainingRecord:
+        question = draw_question("vlt", rng)
         if boxed:
             concept, path = rng.choice(boxed)
-            from PIL import Image
-
-            with Image.open(path) as img:
-                size = img.size
-            view = target_size(*size, options.min_pixels, options.max_pixels)
-            box = scale_box(concept.box_for(path) or (0, 0, *size), size, view)
+            annotated = concept.box_for(path)
+            assert annotated is not None  # `boxed` holds annotated photos only
+            kind = "vlt_detected_box" if concept.box_source(path) == "detector" else (
+                "vlt_annotation")
             return TrainingRecord(
                 [path],
-                vlt_problem(_expression(concept)),
-                box,
+                vlt_problem(_expression(concept, rng), question),
+                [int(v) for v in annotated],
                 "vlt",
-                "concepts",
-                meta("vlt_annotation", [concept], view_size=list(view)),
+                options.source,
+                meta(kind, [concept]),
             )
         target = rng.choice(concepts)
         others = [
@@ -339,15 +383,15 @@ def build_concept_records(
         placed = [target, *distractors]
         rng.shuffle(placed)
         photos = [rng.choice(c.image_paths) for c in placed]
-        canvas, boxes, view = composer.compose(photos, rng, pad=len(placed) == 1)
+        canvas, boxes = composer.compose(photos, rng, pad=len(placed) == 1)
         box = boxes[placed.index(target)]
         return TrainingRecord(
             [canvas],
-            vlt_problem(_expression(target)),
+            vlt_problem(_expression(target, rng), question),
             box,
             "vlt",
-            "concepts",
-            meta("vlt_composite", [target], view_size=list(view)),
+            options.source,
+            meta("vlt_composite", [target]),
         )
 
     builders = {

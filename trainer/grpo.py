@@ -45,6 +45,7 @@ from trainer.concept_records import (
     load_concepts_file,
 )
 from trainer.fake_names import FakeNameSampler
+from trainer.model_family import model_family
 from trainer.records import DatasetError, TrainingRecord, load_records, summarize
 from trainer.rewards import TASKS, repic_reward
 from trainer.toy_concepts import toy_concepts
@@ -122,8 +123,6 @@ def collect_records(
             mix=args.task_mix(),
             seed=args.seed,
             detail_question_rate=args.detail_question_rate,
-            min_pixels=args.min_pixels,
-            max_pixels=args.max_pixels,
         )
         records.extend(build_concept_records(concept_list, work_dir / "composites", options))
     if not records:
@@ -132,7 +131,8 @@ def collect_records(
 
 
 def load_processor(model_path: str, min_pixels: int, max_pixels: int) -> Any:
-    """The base model's processor with serving's image bounds."""
+    """The base model's processor with the run's image bounds (the records' images arrive
+    already resized to them, :mod:`trainer.model_view`, so its own resize changes nothing)."""
     from transformers import AutoProcessor
 
     processor = AutoProcessor.from_pretrained(model_path, padding_side="left")
@@ -156,6 +156,16 @@ def build_grpo_config(
             f"{world} process(es) x {args.gradient_accumulation_steps} micro-batches"
         )
     save = args.save_steps > 0
+    sequence_level: dict[str, Any] = {}
+    if args.loss == "gspo":
+        # GSPO = GRPO with one importance ratio per completion (the geometric mean of its
+        # tokens' ratios) instead of one per token; TRL has it as a GRPOConfig field.
+        if "importance_sampling_level" not in {f.name for f in dataclasses.fields(GRPOConfig)}:
+            raise ValueError(
+                "loss 'gspo' needs a TRL whose GRPOConfig has importance_sampling_level "
+                "(TRL >= 0.20); the installed one does not"
+            )
+        sequence_level["importance_sampling_level"] = "sequence"
     return GRPOConfig(
         output_dir=str(run_dir / "checkpoints"),
         per_device_train_batch_size=per_device,
@@ -195,6 +205,7 @@ def build_grpo_config(
         vllm_mode=args.vllm_mode,
         vllm_server_base_url=args.vllm_server_base_url,
         log_completions=args.log_completions,
+        **sequence_level,
     )
 
 
@@ -292,11 +303,19 @@ def _run(
         if resolved.fake_names
         else None
     )
+    model_path = resolve_model_path(resolved)
+    # Image rounding and the VLT box frame follow the base (Qwen2.5-VL pixels, Qwen3-VL 0..1000).
+    family = model_family(model_path)
     dataset, transform = to_trl_dataset(
-        records, sampler, min_pixels=resolved.min_pixels, max_pixels=resolved.max_pixels
+        records,
+        sampler,
+        min_pixels=resolved.min_pixels,
+        max_pixels=resolved.max_pixels,
+        pre_resize=resolved.pre_resize,
+        seed=resolved.seed,
+        family=family,
     )
 
-    model_path = resolve_model_path(resolved)
     processor = load_processor(model_path, resolved.min_pixels, resolved.max_pixels)
     model = AutoModelForImageTextToText.from_pretrained(
         model_path, dtype=torch.bfloat16 if bf16 else torch.float32
@@ -345,12 +364,14 @@ def _run(
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "base_model": resolved.model_name_or_path,
         "base_model_path": model_path,
+        "model_family": family.name,
         "tiny": resolved.tiny,
         "adapter": "adapter",
         "adapter_rank": resolved.lora_r,
         "lora_alpha": resolved.lora_alpha,
         "lora_target_modules": resolved.lora_target_modules,
         "trainable_parameters": trainable,
+        "loss": resolved.loss,
         "records": len(records),
         "steps": steps,
         "total_steps": total,
@@ -359,6 +380,7 @@ def _run(
         "reward_means": reward_means,
         "device": device,
         "bf16": bf16,
+        "pre_resize": resolved.pre_resize,
         "min_pixels": resolved.min_pixels,
         "max_pixels": resolved.max_pixels,
         "versions": _versions(),

@@ -10,12 +10,21 @@ A file record is validated by pydantic: one model per task (:class:`OctFileRecor
 union discriminated on the task (read from ``task`` or ``accu_reward_method``, in either
 spelling). Every error names the record (index and line) and the field, e.g.
 ``record 12 (line 13): field 'solution': expected 'yes' or 'no' for task oct, got 'maybe'``.
+
+Files in the original code's schema read as they are (REPIC_SPEC.md §8.3): problems without
+suffixes (the suffix is drawn when a record is read, :mod:`trainer.trl_dataset`), verbose
+yes/no solutions ("Yes, it is." is read as the OCT reward reads it: its first ``yes``/``no``),
+boxes as floats or as a string holding the list. A problem that ends with its task's suffix (a
+file written for a loader that bakes suffixes in) has it taken off, so it is not doubled.
+A box is in the pixels of the stored image file; the reader maps it into the model's view.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import math
 import re
 import statistics
 from collections import Counter
@@ -37,7 +46,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from trainer.rewards import TASKS, canonical_task
+from app.ml.instructions import ICT_SUFFIXES, IOU_SUFFIX, YES_NO_SUFFIX
+from trainer.rewards import TASKS, canonical_task, first_yes_no
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +100,7 @@ class TrainingRecord:
 
     images: list[Path | str]
     problem: str
-    solution: str | list[str] | list[int]
+    solution: str | list[str] | list[int] | list[float]
     task: str
     source: str = "file"
     meta: dict[str, Any] = field(default_factory=dict)
@@ -139,25 +149,49 @@ def _problem_text(value: Any) -> str:
 
 
 def _yes_no(value: Any) -> str:
-    if isinstance(value, str) and value.strip().strip(".").lower() in _YES_NO:
-        return value.strip().strip(".").lower()
+    answer = first_yes_no(value) if isinstance(value, str) else None
+    if answer in _YES_NO:
+        return str(answer)
     raise ValueError(f"expected 'yes' or 'no' for task oct, got {value!r}")
 
 
-def _box(value: Any) -> list[int]:
-    if (
-        isinstance(value, list)
-        and len(value) == 4
-        and all(
-            isinstance(v, int | float) and not isinstance(v, bool) and float(v).is_integer()
-            for v in value
-        )
-    ):
-        box = [int(v) for v in value]
-        if box[2] <= box[0] or box[3] <= box[1] or min(box) < 0:
-            raise ValueError(f"expected a box [x1, y1, x2, y2] with x2>x1, y2>y1, got {box}")
-        return box
-    raise ValueError(f"expected 4 integers [x1, y1, x2, y2] for task vlt, got {value!r}")
+def _number(value: Any) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise TypeError(value)
+    return value
+
+
+def _box(value: Any) -> list[int | float]:
+    raw = value
+    if isinstance(value, str):
+        # Boxes stored as a JSON string ("[1, 2, 30, 40]"), as some exported files hold them.
+        with contextlib.suppress(json.JSONDecodeError):
+            value = json.loads(value)
+    try:
+        if not isinstance(value, list) or len(value) != 4:
+            raise TypeError(value)
+        box = [_number(v) for v in value]
+    except TypeError:
+        raise ValueError(f"expected 4 numbers [x1, y1, x2, y2] for task vlt, got {raw!r}") from None
+    if box[2] <= box[0] or box[3] <= box[1] or min(box) < 0:
+        raise ValueError(f"expected a box [x1, y1, x2, y2] with x2>x1, y2>y1, got {box}")
+    return box
+
+
+#: The suffixes a loader appends per task; one found at the end of a stored problem comes off.
+_STORED_SUFFIXES: Mapping[str, tuple[str, ...]] = {
+    "oct": (YES_NO_SUFFIX,),
+    "vlt": (IOU_SUFFIX,),
+    "ict": ICT_SUFFIXES,
+    "ict_multi": ICT_SUFFIXES,
+}
+
+
+def _without_suffix(task: str, problem: str) -> tuple[str, str | None]:
+    for suffix in _STORED_SUFFIXES.get(task, ()):
+        if problem.endswith(suffix) and len(problem) > len(suffix):
+            return problem[: -len(suffix)], suffix
+    return problem, None
 
 
 def _is_bracketed_name(value: Any) -> bool:
@@ -183,7 +217,7 @@ ImagePaths = Annotated[
 ]
 Problem = Annotated[str, BeforeValidator(_problem_text)]
 YesNo = Annotated[str, BeforeValidator(_yes_no)]
-Box = Annotated[list[int], BeforeValidator(_box)]
+Box = Annotated[list[int | float], BeforeValidator(_box)]
 BracketedName = Annotated[str, BeforeValidator(_bracketed_name)]
 BracketedNames = Annotated[list[str], BeforeValidator(_bracketed_names)]
 
@@ -222,7 +256,7 @@ class _FileRecord(_CommonFields):
 
     #: Narrowed by each task's model, which also validates the solution.
     task: str
-    solution: str | list[str] | list[int]
+    solution: str | list[str] | list[int] | list[float]
 
     @model_validator(mode="before")
     @classmethod
@@ -235,13 +269,15 @@ class _FileRecord(_CommonFields):
         return data
 
     def to_record(self, source: str, meta: Mapping[str, Any]) -> TrainingRecord:
+        problem, baked = _without_suffix(self.task, self.problem)
+        extra = {"suffix_in_file": baked} if baked is not None else {}
         return TrainingRecord(
             images=list(self.image),
-            problem=self.problem,
+            problem=problem,
             solution=self.solution,
             task=self.task,
             source=source,
-            meta={**meta, **(self.model_extra or {})},
+            meta={**meta, **(self.model_extra or {}), **extra},
         )
 
 

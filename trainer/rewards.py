@@ -75,7 +75,13 @@ def canonical_task(task: str) -> str:
 # --------------------------------------------------------------------------- OCT
 
 
-def _first_yes_no(text: str) -> str | None:
+def first_yes_no(text: str) -> str | None:
+    """The first ``yes`` or ``no`` in ``text`` (lower-cased), as the reward reads it (also how
+    dataset files' verbose answers such as "Yes, it is." are read).
+
+    >>> first_yes_no("Yes, it is."), first_yes_no("I do not know"), first_yes_no("maybe")
+    ('yes', 'no', None)
+    """
     match = _YES_NO_PATTERN.search(text)
     return match.group(1).lower() if match else None
 
@@ -92,8 +98,8 @@ def oct_reward(answer: str, solution: Any) -> float:
     >>> oct_reward("I do not know", "yes")
     0.0
     """
-    expected = _first_yes_no(str(solution))
-    given = _first_yes_no(answer or "")
+    expected = first_yes_no(str(solution))
+    given = first_yes_no(answer or "")
     return 1.0 if expected and given and expected == given else 0.0
 
 

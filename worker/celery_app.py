@@ -14,13 +14,15 @@ from typing import Any
 from celery import Celery
 
 from app.queue import create_celery_app
-from app.settings import get_settings
+from app.settings import environment_warnings, get_settings
 
 log = logging.getLogger(__name__)
 
 
 def _worker_app() -> Celery:
     celery = create_celery_app(get_settings())
+    for warning in environment_warnings():  # misspelt REPIC_ names, once per worker
+        log.warning("%s", warning)
     celery.set_current()
     celery.set_default()
     # Registers the tasks (shared_task) and the worker signal handlers.

@@ -1,19 +1,24 @@
 """Injectables of the API: the container, a DB session, the current user and admin checks,
-and one typed dependency per service (``JobsDep``, ``CaptionsDep``, ...)."""
+the caller's address, and one typed dependency per service (``JobsDep``, ``CaptionsDep``, ...)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Annotated, TypeVar
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPBearer
 from sqlalchemy.orm import Session
 
+from app.api.errors import DATABASE_ERRORS
+from app.api.session_cookie import COOKIE_NAME, session_cookie
 from app.container import Container
 from app.errors import Forbidden, NotAuthenticated, ServiceUnavailable
 from app.models import User
 from app.security import same_secret
 from app.services import users as user_service
+from app.services.accounts import Accounts
+from app.services.browser_sessions import Client
 from app.services.caption_batches import CaptionBatchService
 from app.services.captions import CaptionService
 from app.services.concepts import ConceptService
@@ -63,12 +68,8 @@ def _bearer_token(request: Request) -> str | None:
     return None
 
 
-def _session_user_id(request: Request) -> int | None:
-    return request.session.get("user_id") if "session" in request.scope else None
-
-
 def caller_is_known(request: Request, session: Session) -> bool:
-    """Whether ``request`` carries a valid bearer token or a session of an existing user.
+    """Whether ``request`` carries a valid bearer token or the cookie of a live session.
 
     The gate before an upload's body is read (:mod:`app.api.limits`): no CSRF check here,
     the route's own dependencies still run in full once the body is in.
@@ -76,8 +77,9 @@ def caller_is_known(request: Request, session: Session) -> bool:
     token = _bearer_token(request)
     if token is not None:
         return user_service.user_for_token(session, token) is not None
-    user_id = _session_user_id(request)
-    return user_id is not None and session.get(User, user_id) is not None
+    cookie = session_cookie(request).token
+    sessions = get_container(request).browser_sessions
+    return cookie is not None and sessions.user(session, cookie, touch=False) is not None
 
 
 def _resolve_user(request: Request, session: Session) -> User | None:
@@ -87,18 +89,54 @@ def _resolve_user(request: Request, session: Session) -> User | None:
         if user is None:
             raise NotAuthenticated("Invalid, expired or revoked token")
         return user
-    user_id = _session_user_id(request)
-    if user_id is None:
+    cookie = session_cookie(request)
+    if cookie.token is None:
         return None
-    if request.method not in SAFE_METHODS:
-        expected = request.session.get("csrf", "")
-        sent = request.headers.get(CSRF_HEADER, "")
-        if not expected or not sent or not same_secret(expected, sent):
-            raise Forbidden("CSRF token missing or invalid")
-    return session.get(User, user_id)
+    user = get_container(request).browser_sessions.user(session, cookie.token)
+    if user is None:
+        return None  # ended or expired: the caller is anonymous again
+    if request.method not in SAFE_METHODS and not cookie.csrf_matches(
+        request.headers.get(CSRF_HEADER, "")
+    ):
+        raise Forbidden("CSRF token missing or invalid")
+    cookie.signed_in = True
+    return user
 
 
-def current_user(user: Annotated[User | None, Depends(optional_user)]) -> User:
+# How callers authenticate, as the OpenAPI document declares it (app.api.openapi pairs the
+# cookie with the CSRF header). They read nothing: _resolve_user decides, as before.
+BEARER = HTTPBearer(
+    scheme_name="bearer",
+    auto_error=False,
+    description="A token from POST /api/auth/token (login) or POST /api/auth/tokens.",
+)
+SESSION = APIKeyCookie(
+    name=COOKIE_NAME,
+    scheme_name="session",
+    auto_error=False,
+    description="The browser session of a login through the pages.",
+)
+CSRF = APIKeyHeader(
+    name=CSRF_HEADER,
+    scheme_name="csrf",
+    auto_error=False,
+    description="With the session cookie, on every method but GET, HEAD and OPTIONS: the "
+    "page's <meta name=\"csrf-token\">.",
+)
+
+
+def declared_credentials(
+    _bearer: Annotated[object, Security(BEARER)],
+    _session: Annotated[object, Security(SESSION)],
+    _csrf: Annotated[object, Security(CSRF)],
+) -> None:
+    """Declares the credentials of :func:`current_user` in the OpenAPI document."""
+
+
+def current_user(
+    user: Annotated[User | None, Depends(optional_user)],
+    _: Annotated[None, Depends(declared_credentials)],
+) -> User:
     if user is None:
         raise NotAuthenticated("Not authenticated")
     return user
@@ -112,6 +150,16 @@ def admin_user(user: Annotated[User, Depends(current_user)]) -> User:
 
 CurrentUser = Annotated[User, Depends(current_user)]
 AdminUser = Annotated[User, Depends(admin_user)]
+
+
+def client_of(request: Request) -> Client:
+    """The caller's address (uvicorn's ``--proxy-headers`` puts the forwarded one here, from
+    the proxies in ``FORWARDED_ALLOW_IPS``) and user agent."""
+    address = request.client.host if request.client else ""
+    return Client(address=address, user_agent=request.headers.get("user-agent", ""))
+
+
+ClientDep = Annotated[Client, Depends(client_of)]
 
 
 def get_retrieval(container: ContainerDep) -> RetrievalService:
@@ -161,6 +209,10 @@ def get_readiness(container: ContainerDep) -> ReadinessService:
     return container.readiness
 
 
+def get_accounts(container: ContainerDep) -> Accounts:
+    return container.accounts
+
+
 RetrievalDep = Annotated[RetrievalService, Depends(get_retrieval)]
 CaptionsDep = Annotated[CaptionService, Depends(get_captions)]
 JobsDep = Annotated[JobService, Depends(get_jobs)]
@@ -171,3 +223,44 @@ EvaluationSetsDep = Annotated[EvaluationSetService, Depends(get_evaluation_sets)
 ConceptsDep = Annotated[ConceptService, Depends(get_concepts)]
 CaptionBatchesDep = Annotated[CaptionBatchService, Depends(get_caption_batches)]
 ReadinessDep = Annotated[ReadinessService, Depends(get_readiness)]
+AccountsDep = Annotated[Accounts, Depends(get_accounts)]
+
+
+def metrics_token_sent(request: Request, container: ContainerDep) -> bool:
+    """Whether the caller's bearer token is the configured ``REPIC_METRICS__TOKEN``."""
+    expected = container.settings.metrics.token
+    sent = _bearer_token(request)
+    return bool(expected) and sent is not None and same_secret(sent, expected)
+
+
+def require_metrics_token(
+    token_sent: Annotated[bool, Depends(metrics_token_sent)], container: ContainerDep
+) -> None:
+    """``/metrics``: open while no token is configured, else only with that token."""
+    if container.settings.metrics.token and not token_sent:
+        raise NotAuthenticated("A valid metrics token is required")
+
+
+def sees_operations_details(
+    request: Request,
+    container: ContainerDep,
+    token_sent: Annotated[bool, Depends(metrics_token_sent)],
+) -> bool:
+    """Whether the caller may read what failed and where (``/api/ready``'s error texts, model
+    paths, warnings): an admin, or whoever holds the metrics token. Never raises: a probe
+    with a stale token, or while the database is down, still gets its answer."""
+    if token_sent:
+        return True
+    if _bearer_token(request) is None and session_cookie(request).token is None:
+        return False  # anonymous: no database round trip
+    try:
+        with container.session_factory() as session:
+            user = _resolve_user(request, session)
+            return user is not None and user.is_admin
+    except (NotAuthenticated, Forbidden):
+        return False  # a stale token or cookie: the public answer, not a 401
+    except DATABASE_ERRORS:
+        return False
+
+
+OperationsDetailsDep = Annotated[bool, Depends(sees_operations_details)]

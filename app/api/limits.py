@@ -55,7 +55,7 @@ def upload_kinds(route: object) -> list[UploadKind]:
 
 
 class RequestLimits:
-    """The middleware; inside ``SessionMiddleware``, whose session it reads."""
+    """The middleware; inside ``SessionCookies``, whose session id it reads."""
 
     def __init__(self, app: ASGIApp, storage: StorageSettings) -> None:
         self.app = app

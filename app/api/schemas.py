@@ -7,10 +7,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.api.params import Text
+
 
 class UserCreate(BaseModel):
-    username: str = Field(examples=["anya"])
-    password: str = Field(examples=["correct horse battery"])
+    username: Text = Field(examples=["anya"])
+    password: Text = Field(examples=["correct horse battery"])
 
 
 class UserPublic(BaseModel):
@@ -22,7 +24,7 @@ class UserPublic(BaseModel):
 
 
 class TokenCreate(BaseModel):
-    name: str = Field(examples=["laptop script"])
+    name: Text = Field(examples=["laptop script"])
     ttl_days: int | None = Field(None, ge=1, le=3650)
 
 
@@ -50,6 +52,24 @@ class ApiTokenCreated(ApiTokenPublic):
 class ApiTokensPublic(BaseModel):
     data: list[ApiTokenPublic]
     count: int
+
+
+class PasswordChange(BaseModel):
+    current_password: Text
+    new_password: Text = Field(examples=["a brand new passphrase"])
+    revoke_tokens: bool = Field(False, description="Also revoke every API token of the account.")
+
+
+class LogoutAll(BaseModel):
+    revoke_tokens: bool = Field(False, description="Also revoke every API token of the account.")
+
+
+class SessionsEndedPublic(BaseModel):
+    """What a password change or "log out everywhere" ended (the caller's own browser session,
+    when it changed the password with its cookie, goes on under a new cookie)."""
+
+    sessions_ended: int
+    tokens_revoked: int
 
 
 class ImagePublic(BaseModel):
@@ -85,9 +105,9 @@ class ConceptsPublic(BaseModel):
 
 class ConceptUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str | None = None
-    description: str | None = None
-    category: str | None = None
+    name: Text | None = None
+    description: Text | None = None
+    category: Text | None = None
     use_for_training: bool | None = None
 
 
@@ -109,6 +129,28 @@ class Health(BaseModel):
 class Ready(BaseModel):
     status: str
     checks: dict[str, Any]
-    warnings: list[str]
-    models: dict[str, Any] = {}
+    #: Only for an admin or the metrics token (absent for anyone else), as ``models`` is.
+    warnings: list[str] | None = None
+    models: dict[str, Any] | None = None
     dependencies: dict[str, Any] = {}
+
+
+class ValidationProblem(BaseModel):
+    """One part of a request that failed validation."""
+
+    type: str = Field(examples=["missing"], description="What kind of problem (pydantic's).")
+    loc: list[str | int] = Field(
+        examples=[["body", "name"]], description="Where: body, query or path, then the field."
+    )
+    msg: str = Field(examples=["Field required"])
+
+
+class ErrorBody(BaseModel):
+    """The body of every error answer of the API."""
+
+    detail: str = Field(
+        examples=["name: Field required"], description="What went wrong, in one sentence."
+    )
+    errors: list[ValidationProblem] | None = Field(
+        None, description="422 only: each part of the request that failed validation."
+    )

@@ -10,7 +10,8 @@ from enum import Enum
 from fastapi import UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from app.errors import PayloadTooLarge
+from app.api.params import NUL_MESSAGE
+from app.errors import InvalidInput, PayloadTooLarge
 from app.services.concepts import Upload
 from app.services.training import MAX_DATASET_BYTES
 from app.settings import StorageSettings
@@ -43,15 +44,21 @@ class UploadKind(Enum):
                 return MAX_DATASET_BYTES
 
 
+def file_name(upload: UploadFile) -> str | None:
+    """The client's name for ``upload``; one with a NUL is refused (no path or row holds it)."""
+    if upload.filename and "\x00" in upload.filename:
+        raise InvalidInput(f"A file name {NUL_MESSAGE}")
+    return upload.filename
+
+
 async def read_uploads(files: Sequence[UploadFile], max_bytes: int) -> list[Upload]:
     uploads = []
     for f in files:
+        name = file_name(f)
         data = await f.read(max_bytes + 1)
         if len(data) > max_bytes:
-            raise PayloadTooLarge(
-                f"{f.filename or 'upload'}: more than the limit of {max_bytes} bytes"
-            )
-        uploads.append(Upload(data=data, filename=f.filename, content_type=f.content_type))
+            raise PayloadTooLarge(f"{name or 'upload'}: more than the limit of {max_bytes} bytes")
+        uploads.append(Upload(data=data, filename=name, content_type=f.content_type))
     return uploads
 
 

@@ -13,10 +13,10 @@ config_app = typer.Typer(help="Settings.", no_args_is_help=True)
 
 @config_app.command("show")
 def config_show() -> None:
-    """Print the effective settings as JSON (secrets masked)."""
-    data = current_settings().model_dump(mode="json")
-    data["auth"]["secret_key"] = "***"
-    typer.echo(json.dumps(data, indent=2))
+    """Print the effective settings as JSON (secrets and URL passwords masked)."""
+    from app.settings import redacted
+
+    typer.echo(json.dumps(redacted(current_settings().model_dump(mode="json")), indent=2))
 
 
 @config_app.command("docs")

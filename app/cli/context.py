@@ -18,14 +18,37 @@ if TYPE_CHECKING:
 
 
 def current_settings() -> Settings:
-    """The settings of this run.
+    """The settings of this run; settings it cannot run with :func:`fail` with one line per
+    problem, each naming its ``REPIC_`` variable.
 
     Looked up as ``app.cli.get_settings`` at call time, not imported here: that attribute is
     the one place tests put their own settings.
     """
     from app import cli
+    from app.settings import SettingsError
 
-    return cli.get_settings()
+    try:
+        return cli.get_settings()
+    except SettingsError as exc:
+        fail(str(exc))
+
+
+def report_unknown_settings() -> None:
+    """Warn (stderr) about every ``REPIC_`` name no setting reads, with a "did you mean"."""
+    from app.settings import environment_warnings
+
+    for warning in environment_warnings():
+        typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
+
+
+def ensure_database(settings: Settings) -> None:
+    """:func:`fail` in one line, naming ``REPIC_DATABASE__URL``, when the database does not
+    answer: what a long-running command checks before it starts."""
+    from app.db import ensure_reachable
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # where SQLite's file goes
+    with expected_errors():
+        ensure_reachable(settings.database_url)
 
 
 def fail(message: str) -> NoReturn:
@@ -65,12 +88,17 @@ def open_container(models: ModelLoading | None = None) -> Iterator[Container]:
     ``ModelLoading.NONE``; a default that does not import the model layer when the CLI
     starts). Expected errors, from building or from the body, end in :func:`expected_errors`.
     """
+    from app.db import ensure_reachable
     from app.model_services import ModelLoading
     from app.wiring import build_container
 
     loading = models or ModelLoading.NONE
     with expected_errors(runs_models=loading is not ModelLoading.NONE):
-        container = build_container(current_settings(), loading)
+        settings = current_settings()
+        settings.data_dir.mkdir(parents=True, exist_ok=True)  # where SQLite's file goes
+        # A command that needs the database says in one line that it cannot reach it.
+        ensure_reachable(settings.database_url)
+        container = build_container(settings, loading)
         try:
             yield container
         finally:

@@ -41,14 +41,23 @@ def eval_grounding(
 @eval_app.command("import-db")
 def eval_import_db(
     database: Annotated[Path, typer.Argument(help="RAP/RePIC database JSON.")],
-    root: Annotated[Path, typer.Option(help="Folder the image paths are relative to.")],
     user: Annotated[str, typer.Option(help="Whose concepts they become.")],
+    root: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder the image paths are relative to (default: found from the file's "
+            "folder and the ones above it, then by file name, as RePIC ships them)."
+        ),
+    ] = None,
     merge: Annotated[
         bool,
         typer.Option(help="Add photos to existing concepts of the same name instead of refusing."),
     ] = False,
 ) -> None:
-    """Import a RAP/RePIC concept database as a user's concepts (all or nothing)."""
+    """Import a RAP/RePIC concept database as a user's concepts (all or nothing).
+
+    The keys become the concept names (``<ironman>`` -> ``ironman``, even when the database
+    names it "Iron Man"): captions must contain the key, and the metric scores it."""
     from app.model_services import ModelLoading
     from app.services.rap_format import import_database
 
@@ -69,16 +78,26 @@ def eval_import_db(
 
 @eval_app.command("import-queries")
 def eval_import_queries(
-    queries: Annotated[Path, typer.Argument(help="JSON {image_path: [names]}.")],
-    root: Annotated[Path, typer.Option(help="Folder the image paths are relative to.")],
+    queries: Annotated[
+        Path, typer.Argument(help="JSON {image_path: [keys]} or {image_path: [[keys], ...]}.")
+    ],
     user: Annotated[str, typer.Option(help="Owner of the set (and of the concepts named).")],
     name: Annotated[str, typer.Option(help="Name of the new evaluation set.")],
+    root: Annotated[
+        Path | None,
+        typer.Option(help="Folder the image paths are relative to (default: found as import-db)."),
+    ] = None,
     case_sensitive: Annotated[
-        bool,
-        typer.Option("--case-sensitive", help="Score names case-sensitively (paper: 2-concept)."),
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--case-sensitive/--ignore-case",
+            help="Score names case-sensitively or not (default: case-sensitive when every "
+            "query names two concepts, as the paper scores its 2-concept set).",
+        ),
+    ] = None,
 ) -> None:
-    """Import a query set as an evaluation set (photos copied into the image store)."""
+    """Import a query set as an evaluation set (photos copied into the image store); a group
+    photo asked about several concept subsets becomes one query per subset."""
     from app.services.rap_format import ImportLimits, import_queries
 
     with open_container() as container, container.session_factory() as session:

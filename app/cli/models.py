@@ -1,4 +1,4 @@
-"""``repic models``: model files on disk (the tiny offline models for tests and demos)."""
+"""``repic models``: the configured models (status, pull) and the tiny offline models."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 models_app = typer.Typer(
-    help="Model files (tiny offline models for tests and demos).", no_args_is_help=True
+    help="Model weights: status, pull from the hub, tiny offline models.", no_args_is_help=True
 )
 
 
@@ -27,3 +27,100 @@ def models_build_tiny(
         "Use them with: REPIC_CAPTION__MODEL={vlm} REPIC_EMBEDDER__MODEL_NAME=local-dir:{clip} "
         "REPIC_EMBEDDER__PRETRAINED= REPIC_DETECTOR__MODEL={detector}".format(**paths)
     )
+
+
+@models_app.command("status")
+def models_status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Each configured model: where it is, its size, and the command that fixes a missing one."""
+    import json
+
+    from app.cli.context import current_settings
+    from app.services.model_catalog import configured_models, human_size, model_state
+
+    settings = current_settings()
+    states = [model_state(entry) for entry in configured_models(settings)]
+    if as_json:
+        typer.echo(json.dumps({"profile": settings.models.profile,
+                               "models": [s.public() for s in states]}, indent=2))
+        return
+    typer.echo(f"model profile: {settings.models.profile}")
+    for state in states:
+        size = human_size(state.size_bytes) if state.size_bytes is not None else "-"
+        where = state.where or "not downloaded"
+        typer.echo(f"{state.entry.role:9s} {state.entry.name}\n          {where} ({size})")
+        if state.fix:
+            typer.echo(typer.style(f"          fix: {state.fix}", fg=typer.colors.YELLOW))
+    if any(not s.present for s in states):
+        raise typer.Exit(1)
+
+
+@models_app.command("pull")
+def models_pull(
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(help="cpu, gpu (a profile's models) or hub ids; default: the "
+                       "configured models."),
+    ] = None,
+) -> None:
+    """Download models into the Hugging Face cache: sizes first, a free-space check, a
+    progress bar per file; resumable, checksum-verified, and a no-op for what is there."""
+    from app.cli.context import current_settings, fail
+    from app.services.model_catalog import (
+        NotEnoughSpace,
+        check_space,
+        configured_models,
+        hub_cache_dir,
+        human_size,
+        model_state,
+        plan_pull,
+        profile_models,
+        pull,
+        transformers_entry,
+    )
+    from app.settings import MODEL_PROFILES
+
+    settings = current_settings()
+    entries = []
+    known = {e.repo_id: e for e in configured_models(settings) if e.repo_id}
+    for profile in MODEL_PROFILES:
+        known.update({e.repo_id: e for e in profile_models(profile) if e.repo_id})
+    for name in names or []:
+        if name in MODEL_PROFILES:
+            entries += profile_models(name)
+        else:  # a model we know keeps its own file patterns (open_clip repos hold two formats)
+            entries.append(known.get(name) or transformers_entry("model", name))
+    if not names:
+        entries = configured_models(settings)
+    todo = []
+    for entry in entries:
+        state = model_state(entry)
+        if entry.repo_id is None:
+            if not state.present:
+                fail(f"{entry.role} {entry.name}: {state.fix}")
+            typer.echo(f"{entry.role:9s} {entry.name}: local, nothing to download")
+            continue
+        try:
+            plan = plan_pull(entry)
+        except Exception as exc:  # the hub cannot be reached, or the repo does not exist
+            fail(f"{entry.role} {entry.repo_id}: cannot ask the hub ({exc})")
+        if not plan.files and state.present:
+            typer.echo(f"{entry.role:9s} {entry.repo_id}: up to date ({state.where})")
+            continue
+        typer.echo(f"{entry.role:9s} {entry.repo_id}: {len(plan.files)} files, "
+                   f"{human_size(plan.bytes)} to download")
+        for filename, size in plan.files:
+            typer.echo(f"            {filename} ({human_size(size)})")
+        todo.append(plan)
+    if not todo:
+        typer.echo("every model is here")
+        return
+    try:
+        check_space(todo, hub_cache_dir())
+    except NotEnoughSpace as exc:
+        fail(str(exc))
+    for plan in todo:
+        folder = pull(plan)
+        typer.echo(f"{plan.entry.role:9s} {plan.entry.repo_id}: ready in {folder}")
+    typer.echo("done: restart the app (`make run` / `repic serve`) to use them")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from app.cli.context import current_settings, fail
+from app.cli.context import current_settings, ensure_database, fail
 
 
 def serve(
@@ -21,7 +21,7 @@ def serve(
     import uvicorn
 
     settings = current_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_database(settings)
     if migrate:
         from app.migrate import upgrade
 
@@ -78,6 +78,7 @@ def worker_cmd(
     wanted = [q.strip() for q in queues.split(",") if q.strip()]
     if not wanted or any(q not in ("cpu", "gpu") for q in wanted):
         fail("--queues must be cpu, gpu or cpu,gpu")
+    ensure_database(current_settings())
     from worker.celery_app import app as celery_app
 
     argv = ["worker", "-Q", ",".join(wanted), "--loglevel", loglevel, "--pool", pool or "prefork"]

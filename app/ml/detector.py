@@ -3,7 +3,9 @@
 RePIC's retrieval (REPIC_SPEC.md) prompts an open-vocabulary detector with the *categories* of
 the user's concepts ("dog", "mug"), crops each detection and embeds the crops. The paper used
 YOLO-World at confidence 0.1; we use OWLv2 from transformers (same role, no extra dependency)
-with the same 0.1 threshold by default. Nothing detected means no demonstration.
+with the same 0.1 threshold by default. In the paper (and in ``retrieval.mode = "paper"``)
+nothing detected means no demonstration; the service mode also searches the whole image
+(:mod:`app.services.retrieval`).
 
 ``Detector`` is the base the retrieval service depends on (an :class:`~app.ml.base.InferenceModel`:
 every detector has ``load()``, ``NoDetector`` included); ``build_detector`` picks the
@@ -105,11 +107,14 @@ class OwlDetector(Detector[_OwlParts]):
         max_detections: int = DEFAULT_MAX_DETECTIONS,
         nms_iou: float = DEFAULT_NMS_IOU,
         local_files_only: bool | None = None,
+        image_size: int | None = None,
     ) -> None:
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
         if max_detections <= 0:
             raise ValueError(f"max_detections must be positive, got {max_detections}")
+        if image_size is not None and image_size < 32:
+            raise ValueError(f"image_size must be at least 32 pixels, got {image_size}")
         self.model_path = str(model_path)
         self.device = device
         self.threshold = threshold
@@ -117,6 +122,10 @@ class OwlDetector(Detector[_OwlParts]):
         self.nms_iou = nms_iou
         # None: follow huggingface_hub's HF_HUB_OFFLINE; a local folder never needs the hub.
         self.local_files_only = local_files_only
+        #: Side of the square the photo is resized to (None: the model's own, 960 for OWLv2);
+        #: smaller is faster on a CPU (cost grows with its square), position embeddings are
+        #: interpolated.
+        self.image_size = image_size
         super().__init__()
 
     def _load(self) -> _OwlParts:
@@ -150,11 +159,14 @@ class OwlDetector(Detector[_OwlParts]):
         rgb = image.convert("RGB")
         width, height = rgb.size
         prompts = [PROMPT_TEMPLATE.format(category=c) for c in categories]
+        native = int(state.model.config.vision_config.image_size)
+        size = self.image_size or native
+        extra: dict[str, Any] = {"size": {"height": size, "width": size}} if size != native else {}
         inputs = state.processor(
-            text=[prompts], images=rgb, return_tensors="pt", truncation=True
+            text=[prompts], images=rgb, return_tensors="pt", truncation=True, **extra
         ).to(self.device)
         with torch.inference_mode():
-            outputs = state.model(**inputs)
+            outputs = state.model(**inputs, interpolate_pos_encoding=size != native)
         result = state.processor.post_process_grounded_object_detection(
             outputs, threshold=self.threshold, target_sizes=[(height, width)]
         )[0]
@@ -188,6 +200,7 @@ def build_detector(
     device: str = "cpu",
     threshold: float = DEFAULT_THRESHOLD,
     max_detections: int = DEFAULT_MAX_DETECTIONS,
+    image_size: int | None = None,
 ) -> Detector[Any]:
     """The detector for the ``detector`` setting: ``"owlv2"`` or ``"none"``."""
     match kind:
@@ -197,6 +210,7 @@ def build_detector(
                 device=device,
                 threshold=threshold,
                 max_detections=max_detections,
+                image_size=image_size,
             )
         case "none":
             return NoDetector()

@@ -63,11 +63,13 @@ def target_size(
     height: int,
     min_pixels: int = DEFAULT_MIN_PIXELS,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    factor: int = PIXEL_FACTOR,
 ) -> tuple[int, int]:
-    """The ``(width, height)`` the Qwen processor would resize a ``width x height`` image to."""
+    """The ``(width, height)`` the Qwen processor would resize a ``width x height`` image to
+    (``factor``: 28 for Qwen2-/2.5-VL, 32 for Qwen3-VL's 16-pixel patches)."""
     if min_pixels > max_pixels:
         raise ValueError(f"min_pixels ({min_pixels}) must not exceed max_pixels ({max_pixels})")
-    new_height, new_width = smart_resize(height, width, PIXEL_FACTOR, min_pixels, max_pixels)
+    new_height, new_width = smart_resize(height, width, factor, min_pixels, max_pixels)
     return new_width, new_height
 
 
@@ -75,6 +77,7 @@ def fit_pixels(
     image: Image.Image,
     min_pixels: int = DEFAULT_MIN_PIXELS,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    factor: int = PIXEL_FACTOR,
 ) -> Image.Image:
     """``image`` in RGB, resized (aspect kept) to the processor's bounds; unchanged size if it fits.
 
@@ -82,7 +85,7 @@ def fit_pixels(
     no-op, so the pixels match training.
     """
     rgb = image if image.mode == "RGB" else image.convert("RGB")
-    size = target_size(rgb.width, rgb.height, min_pixels, max_pixels)
+    size = target_size(rgb.width, rgb.height, min_pixels, max_pixels, factor)
     if size == rgb.size:
         return rgb
     return rgb.resize(size, Image.Resampling.BICUBIC)

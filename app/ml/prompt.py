@@ -1,7 +1,8 @@
 """The RePIC prompt format, shared by serving (captions) and training (GRPO records).
 
 Training and serving must never drift: the trainer imports this module to lay out its prompts,
-and unit tests pin the exact text (REPIC_SPEC.md §2 and §4).
+and unit tests pin the exact text (REPIC_SPEC.md §2 and §4). The training instruction texts
+themselves (preambles, question pools, suffixes) are :mod:`app.ml.instructions`.
 
 Messages use the Hugging Face chat format: ``{"role": ..., "content": [...]}`` where an image is
 the placeholder ``{"type": "image"}``; the images themselves travel beside the messages, in the
@@ -21,7 +22,8 @@ SYSTEM_TEXT = (
     "query image.\nBelow is additional information about the reference images."
 )
 
-#: The paper's rotating caption questions (REPIC_SPEC.md §4).
+#: The paper's caption questions (REPIC_SPEC.md §4): rotated in query order in evaluations
+#: (:func:`rotating_question`), drawn at random in serving (:func:`pick_question`).
 CAPTION_QUESTIONS: tuple[str, ...] = (
     "Give a personalized caption of this image.",
     "Give a caption of the image.",
@@ -30,30 +32,6 @@ CAPTION_QUESTIONS: tuple[str, ...] = (
 )
 
 QUERY_PREFIX = "This is the query image."
-
-#: Instruction preambles and suffixes of the training tasks (REPIC_SPEC.md §2).
-OCT_INSTRUCTION = (
-    "As an evaluation expert, verify whether the object identified as {name} in the first "
-    "image is also present in the second image. Answer with yes or no."
-)
-OCT_SUFFIX = " The final answer must be either 'yes' or 'no' with no additional output."
-ICT_SINGLE_INSTRUCTION = (
-    "You are a captioning expert. Generate an accurate caption for the second image while "
-    "referencing the first image. Both images contain the same object, named {name}."
-)
-ICT_MULTI_INSTRUCTION = (
-    "You are a captioning expert. Generate an accurate caption for the last query image while "
-    "referencing the given reference images. The reference images each contain an object, "
-    "named respectively as {names}."
-)
-VLT_SUFFIX = " For bounding box coordinates, return the final answer in JSON format."
-ICT_SUFFIXES: tuple[tuple[str, float], ...] = (
-    (" Output the final answer including its name.", 0.2),
-    (" Output the final answer without duplicating the given information.", 0.2),
-    ("", 0.6),
-)
-DETAIL_QUESTION = "Describe the image in detail."
-
 
 def is_bracketed(name: str, *, paper: bool = False) -> bool:
     """Whether ``name`` (stripped) is written ``<...>``: the one ``<name>`` rule.
@@ -128,17 +106,24 @@ def strip_brackets(name: str) -> str:
     return name[1:-1] if is_bracketed(name, paper=True) else name
 
 
-def join_names(names: Sequence[str]) -> str:
-    """``<a>`` / ``<a> and <b>`` / ``<a>, <b> and <c>``, as the multi-ICT instruction reads."""
-    formatted = [format_name(n) for n in names]
-    if len(formatted) <= 1:
-        return "".join(formatted)
-    return ", ".join(formatted[:-1]) + " and " + formatted[-1]
-
-
 def pick_question(rng: random.Random | None = None) -> str:
-    """One of the paper's caption questions, chosen by ``rng`` (rotation as in the paper)."""
+    """One of the paper's caption questions, drawn at random by ``rng``: serving's question
+    when the caller gives none. (The paper's evaluation rotates them instead, one per query in
+    order: :func:`rotating_question`.)"""
     return (rng or random).choice(CAPTION_QUESTIONS)
+
+
+def rotating_question(index: int) -> str:
+    """The question the original evaluation asks its ``index``-th query: the caption questions
+    in rotation, ``CAPTION_QUESTIONS[index % 4]`` (REPIC_SPEC.md §8.2, the released result
+    files), so an evaluation asks what the paper's did, query for query.
+
+    >>> rotating_question(0) == rotating_question(4) == CAPTION_QUESTIONS[0]
+    True
+    >>> rotating_question(1)
+    'Give a caption of the image.'
+    """
+    return CAPTION_QUESTIONS[index % len(CAPTION_QUESTIONS)]
 
 
 @dataclass(frozen=True)
@@ -204,39 +189,10 @@ def build_caption_prompt(
 def build_training_prompt(images: Sequence[Any], problem: str) -> Prompt:
     """A training record's prompt: its images (references first, query last), then the problem.
 
-    This is the layout of RePIC's GRPO records (REPIC_SPEC.md §2): one user turn, no system
-    text, the instruction text after the images.
+    This is the layout of RePIC's GRPO records (REPIC_SPEC.md §8.3): one user turn, no system
+    text, one placeholder per image, then ``problem + suffix`` (the caller appends the suffix
+    it drew for this read, :func:`app.ml.instructions.record_suffix`).
     """
     content: list[dict[str, Any]] = [{"type": "image"} for _ in images]
     content.append({"type": "text", "text": problem})
     return Prompt(messages=[{"role": "user", "content": content}], images=list(images))
-
-
-def oct_problem(name: str) -> str:
-    """Object-consistency instruction for ``name`` with its yes/no suffix."""
-    return OCT_INSTRUCTION.format(name=format_name(name)) + OCT_SUFFIX
-
-
-def ict_single_problem(name: str, suffix: str = "") -> str:
-    """Single-identity captioning instruction for ``name``, with an optional suffix."""
-    return ICT_SINGLE_INSTRUCTION.format(name=format_name(name)) + suffix
-
-
-def ict_multi_problem(names: Sequence[str], suffix: str = "") -> str:
-    """Multi-identity captioning instruction for ``names`` (2-3 references)."""
-    return ICT_MULTI_INSTRUCTION.format(names=join_names(names)) + suffix
-
-
-def vlt_problem(expression: str) -> str:
-    """Visual-localization instruction: ask for the box of ``expression`` in JSON."""
-    return f"Locate {expression.strip()} in the image and output its bounding box." + VLT_SUFFIX
-
-
-def pick_ict_suffix(rng: random.Random) -> str:
-    """The paper's random ICT suffix.
-
-    20% 'including its name', 20% 'without duplicating', 60% none.
-    """
-    suffixes = [s for s, _ in ICT_SUFFIXES]
-    weights = [w for _, w in ICT_SUFFIXES]
-    return rng.choices(suffixes, weights=weights, k=1)[0]

@@ -3,7 +3,9 @@
 Pinned concepts are RePIC's skip-retrieval setting; retrieved ones its retrieval setting; both
 may be combined (pinned first) up to ``caption.max_demonstrations``. Only the caller's concepts
 can ever become demonstrations. A caption is stored (row + photo) only once the model answered:
-a backend failure stores nothing.
+a backend failure stores nothing. Without a question from the caller, one of the paper's four
+caption questions is drawn at random per request (evaluations rotate them in query order
+instead, as the original evaluation did: :mod:`app.services.evaluation_captioning`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from app.ml.backends.base import CaptionBackend, CaptionRequest, GenerationParam
 from app.ml.images import CACHE_KEY_INFO
 from app.ml.prompt import Demonstration, Prompt, build_caption_prompt
 from app.models import Caption, Concept, ConceptImage, ModelVersion, User
+from app.services.caption_text import clean_caption
 from app.services.concepts import owned_concepts
 from app.services.retrieval import RetrievalService
 from app.services.versions import active_version, adapter_name
@@ -71,6 +74,15 @@ class CaptionOutcome:
     prompt: Prompt
     model_version: ModelVersion | None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    #: What retrieval did (threshold, its source, concepts found); None when it did not run.
+    retrieval: dict[str, Any] | None = None
+
+    @property
+    def note(self) -> str | None:
+        """Said with the caption when retrieval found none of the owner's concepts."""
+        if self.retrieval is not None and not self.retrieval["found"] and not self.concepts:
+            return "no known concept found"
+        return None
 
 
 class CaptionService:
@@ -167,8 +179,12 @@ class CaptionService:
         pinned_ids: Sequence[int],
         use_retrieval: bool,
         k: int | None,
+        min_score: float | None = None,
+        report: dict[str, Any] | None = None,
     ) -> tuple[builtins.list[UsedConcept], dict[str, float]]:
-        """Which concepts become demonstrations, pinned first, then retrieved ones."""
+        """Which concepts become demonstrations, pinned first, then retrieved ones (hits below
+        the owner's threshold, or ``min_score``, are not used). ``report``, when given, gets
+        what retrieval did."""
         timings: dict[str, float] = {}
         used: builtins.list[UsedConcept] = []
         for concept in owned_concepts(session, owner, pinned_ids):
@@ -179,14 +195,23 @@ class CaptionService:
             raise InvalidInput(f"At most {limit} concepts can be pinned")
         if use_retrieval and self.retrieval is not None and len(used) < limit:
             began = time.perf_counter()
-            result = self.retrieval.retrieve(session, owner, image, k)
+            result = self.retrieval.retrieve(session, owner, image, k, min_score)
             timings["retrieve"] = round((time.perf_counter() - began) * 1000, 2)
-            seen = {u.id for u in used}
+            if report is not None:
+                report.update(found=len(result.concepts), mode=self.retrieval.settings.mode)
+                if result.threshold is not None:
+                    report.update(threshold=result.threshold.value,
+                                  threshold_source=result.threshold.source)
+            # The paper's retrieval hands back unique reference *images* (two photos of one
+            # concept may both be shown); ours unique concepts.
+            by_image = self.retrieval.settings.mode == "paper"
+            seen = {u.image_id if by_image else u.id for u in used}
             for hit in result.concepts:
-                if hit.id in seen or len(used) >= limit:
+                key = hit.image_id if by_image else hit.id
+                if key in seen or len(used) >= limit:
                     continue
                 used.append(UsedConcept(hit.id, hit.name, hit.score, hit.box, False, hit.image_id))
-                seen.add(hit.id)
+                seen.add(key)
         else:
             timings["retrieve"] = 0.0
         return used, timings
@@ -224,8 +249,10 @@ class CaptionService:
         max_new_tokens: int | None = None,
         use_retrieval: bool = True,
         k: int | None = None,
+        min_score: float | None = None,
     ) -> CaptionOutcome:
         started = time.perf_counter()
+        retrieval: dict[str, Any] = {}
         check_caption_request(question, max_new_tokens)
         max_tokens = self.settings.max_new_tokens if max_new_tokens is None else max_new_tokens
         image = upload.open()
@@ -234,7 +261,8 @@ class CaptionService:
             builtins.list[UsedConcept], dict[str, float], Prompt, ModelVersion | None
         ]:
             with self.session_factory() as session:
-                used, timings = self.plan(session, owner, image, pinned_ids, use_retrieval, k)
+                used, timings = self.plan(session, owner, image, pinned_ids, use_retrieval, k,
+                                          min_score, retrieval)
                 prompt = self.build_prompt(session, owner, used, image, question)
                 version = self.active_version(session)
                 return used, timings, prompt, version
@@ -259,7 +287,7 @@ class CaptionService:
                     width=upload.width,
                     height=upload.height,
                     question=prompt.question,
-                    caption=result.text.strip(),
+                    caption=clean_caption(result.text),
                     concepts=[u.__dict__ for u in used],
                     model_version_id=version.id if version else None,
                     model_name=result.model,
@@ -282,6 +310,7 @@ class CaptionService:
             prompt=prompt,
             model_version=version,
             timings_ms=timings,
+            retrieval=retrieval or None,
         )
 
     def caption_image_path(self, session: Session, owner: User, caption_id: int) -> Any:

@@ -1,6 +1,10 @@
 """Registration quality and threshold calibration as pure functions of one owner's photos:
 near duplicates, photos that look like another concept, photos too small to show anything
-(from their sizes alone), ``min_score`` (from the similarity matrix)."""
+(from their sizes alone), ``min_score`` (from the similarity matrix).
+
+The checks are kept per photo and name other photos by the numbers of the concept page's
+cards, so the page lists each photo that needs a look once, with all of its problems.
+"""
 
 from __future__ import annotations
 
@@ -15,19 +19,6 @@ DUPLICATE_SIMILARITY = 0.985
 #: A photo with a side shorter than this many pixels shows too little of its subject: the
 #: models scale it up (Qwen's view is at least 56x56, CLIP's 224x224 or more) and see a blur.
 MIN_PHOTO_SIDE = 32
-
-
-@dataclass
-class PhotoQuality:
-    mean_similarity: float | None
-    closest_other: str | None = None
-    closest_other_score: float | None = None
-
-
-@dataclass
-class ConceptQuality:
-    per_image: dict[int, PhotoQuality] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -45,49 +36,8 @@ class OwnerPhotos:
         return self.vectors @ self.vectors.T
 
 
-def concept_quality(photos: OwnerPhotos, concept_id: int, concept_name: str) -> ConceptQuality:
-    """How close each photo of the concept is to its siblings; look-alikes; duplicates.
-
-    >>> v = np.array([[1, 0], [1, 0], [0, 1]], dtype=np.float32)
-    >>> q = concept_quality(OwnerPhotos([1, 2, 3], [7, 7, 8], ["bo", "bo", "mia"], v), 7, "bo")
-    >>> q.per_image[1].mean_similarity, q.per_image[1].closest_other
-    (1.0, 'mia')
-    >>> q.warnings
-    ['Photos 1 and 2 are (nearly) duplicates (similarity 1.000); varied photos retrieve better.']
-    """
-    result = ConceptQuality()
-    if not photos.image_ids:
-        return result
-    sims = photos.similarities()
-    ids, concepts, names = photos.image_ids, photos.concept_ids, photos.concept_names
-    own = [i for i, c in enumerate(concepts) if c == concept_id]
-    others = [j for j, c in enumerate(concepts) if c != concept_id]
-    for i in own:
-        siblings = [j for j in own if j != i]
-        mean = float(np.mean(sims[i, siblings])) if siblings else None
-        quality = PhotoQuality(mean_similarity=mean)
-        if others:
-            best = max(others, key=lambda j: sims[i, j])
-            quality.closest_other = names[best]
-            quality.closest_other_score = float(sims[i, best])
-            if mean is not None and sims[i, best] > mean:
-                result.warnings.append(
-                    f"Photo {ids[i]} looks more like <{names[best]}> "
-                    f"({sims[i, best]:.2f}) than like the other photos of "
-                    f"<{concept_name}> ({mean:.2f})."
-                )
-        for j in siblings:
-            if j > i and sims[i, j] >= DUPLICATE_SIMILARITY:
-                result.warnings.append(
-                    f"Photos {ids[i]} and {ids[j]} are (nearly) duplicates "
-                    f"(similarity {sims[i, j]:.3f}); varied photos retrieve better."
-                )
-        result.per_image[ids[i]] = quality
-    return result
-
-
 class SizedPhoto(Protocol):
-    """What :func:`size_warnings` reads of a photo (a ``ConceptImage`` row has it)."""
+    """What the size checks read of a photo (a ``ConceptImage`` row has it)."""
 
     @property
     def id(self) -> int: ...
@@ -97,20 +47,120 @@ class SizedPhoto(Protocol):
     def height(self) -> int: ...
 
 
-def size_warnings(photos: Iterable[SizedPhoto]) -> list[str]:
-    """Warnings for photos with a side under :data:`MIN_PHOTO_SIDE`; needs no model.
+@dataclass
+class PhotoQuality:
+    mean_similarity: float | None = None
+    closest_other: str | None = None
+    closest_other_score: float | None = None
+    #: What to look at in this photo; other photos are named by their card numbers.
+    issues: list[str] = field(default_factory=list)
 
-    >>> from types import SimpleNamespace as Photo
-    >>> size_warnings([Photo(id=1, width=640, height=480), Photo(id=2, width=1, height=1)])
-    ... # doctest: +ELLIPSIS
-    ['Photo 2 is only 1x1 pixels (under 32 on a side): too small to show the concept; ...']
+
+@dataclass
+class ConceptQuality:
+    """The checks of one concept's photos, keyed by image id; ``numbers`` are the photos'
+    numbers on the page's cards (1, 2, ... in the order the page shows them), which is how
+    every message names a photo: database ids mean nothing to the person reading the page."""
+
+    per_image: dict[int, PhotoQuality] = field(default_factory=dict)
+    numbers: dict[int, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_sizes(cls, photos: Sequence[SizedPhoto]) -> ConceptQuality:
+        """The size checks alone (they need no model: shown before CLIP has loaded too).
+
+        >>> from types import SimpleNamespace as Photo
+        >>> ConceptQuality.from_sizes([Photo(id=7, width=640, height=480),
+        ...                            Photo(id=9, width=1, height=1)]).warnings
+        ... # doctest: +ELLIPSIS
+        ['Photo 2: only 1x1 pixels (under 32 on a side): too small to show the concept; ...']
+        """
+        quality = cls(numbers={p.id: n for n, p in enumerate(photos, 1)})
+        quality.add_size_checks(photos)
+        return quality
+
+    def add_size_checks(self, photos: Iterable[SizedPhoto]) -> None:
+        for photo in photos:
+            if min(photo.width, photo.height) < MIN_PHOTO_SIDE:
+                self.per_image.setdefault(photo.id, PhotoQuality()).issues.append(
+                    f"only {photo.width}x{photo.height} pixels (under {MIN_PHOTO_SIDE} on a "
+                    "side): too small to show the concept; add a larger photo"
+                )
+
+    @property
+    def flagged(self) -> int:
+        """How many photos have something to look at."""
+        return sum(1 for q in self.per_image.values() if q.issues)
+
+    @property
+    def warnings(self) -> list[str]:
+        """One line per photo with issues, in card order: ``Photo 3: issue; issue``."""
+        flagged = [(self.numbers.get(i, 0), q) for i, q in self.per_image.items() if q.issues]
+        return [f"Photo {n}: {'; '.join(q.issues)}" for n, q in sorted(flagged, key=lambda t: t[0])]
+
+
+def photo_list(numbers: Sequence[int]) -> str:
+    """Photos named as the cards number them.
+
+    >>> photo_list([1]), photo_list([1, 2]), photo_list([1, 2, 3])
+    ('photo 1', 'photos 1 and 2', 'photos 1, 2 and 3')
     """
-    return [
-        f"Photo {p.id} is only {p.width}x{p.height} pixels (under {MIN_PHOTO_SIDE} on a side): "
-        "too small to show the concept; add a larger photo."
-        for p in photos
-        if min(p.width, p.height) < MIN_PHOTO_SIDE
-    ]
+    if len(numbers) == 1:
+        return f"photo {numbers[0]}"
+    *head, last = numbers
+    return f"photos {', '.join(map(str, head))} and {last}"
+
+
+def concept_quality(
+    photos: OwnerPhotos, concept_id: int, concept_name: str, order: Sequence[int] | None = None
+) -> ConceptQuality:
+    """How close each photo of the concept is to its siblings; look-alikes; duplicates.
+
+    ``order`` is the concept's image ids in the order the page numbers its cards (default: the
+    order of ``photos``). Each problem is reported once, under the photo to look at: of near
+    duplicates, the later copies (the first one is the photo to keep).
+
+    >>> v = np.array([[1, 0], [1, 0], [0, 1]], dtype=np.float32)
+    >>> q = concept_quality(OwnerPhotos([1, 2, 3], [7, 7, 8], ["bo", "bo", "mia"], v), 7, "bo")
+    >>> q.per_image[1].mean_similarity, q.per_image[1].closest_other
+    (1.0, 'mia')
+    >>> q.warnings
+    ['Photo 2: a near duplicate of photo 1 (similarity 1.000): varied photos retrieve better']
+    """
+    ids, concepts, names = photos.image_ids, photos.concept_ids, photos.concept_names
+    own = [i for i, c in enumerate(concepts) if c == concept_id]
+    if order is None:
+        order = [ids[i] for i in own]
+    result = ConceptQuality(numbers={image_id: n for n, image_id in enumerate(order, 1)})
+    if not ids:
+        return result
+    sims = photos.similarities()
+    numbers = result.numbers
+    # Photos the page does not number (none, unless it changed meanwhile) are never named.
+    own = sorted((i for i in own if ids[i] in numbers), key=lambda i: numbers[ids[i]])
+    others = [j for j, c in enumerate(concepts) if c != concept_id]
+    for position, i in enumerate(own):
+        siblings = [j for j in own if j != i]
+        mean = float(np.mean(sims[i, siblings])) if siblings else None
+        quality = PhotoQuality(mean_similarity=mean)
+        copies = [j for j in own[:position] if sims[i, j] >= DUPLICATE_SIMILARITY]
+        if copies:
+            closest = max(float(sims[i, j]) for j in copies)
+            quality.issues.append(
+                f"a near duplicate of {photo_list([numbers[ids[j]] for j in copies])} "
+                f"(similarity {closest:.3f}): varied photos retrieve better"
+            )
+        if others:
+            best = max(others, key=lambda j: sims[i, j])
+            quality.closest_other = names[best]
+            quality.closest_other_score = float(sims[i, best])
+            if mean is not None and sims[i, best] > mean:
+                quality.issues.append(
+                    f"looks more like <{names[best]}> ({sims[i, best]:.2f}) than like the "
+                    f"other photos of <{concept_name}> ({mean:.2f})"
+                )
+        result.per_image[ids[i]] = quality
+    return result
 
 
 def best_matches(sims: np.ndarray, concept_ids: Sequence[int]) -> tuple[list[float], list[float]]:

@@ -1,5 +1,7 @@
 """Captioning the queries of one evaluation: the demonstrations each setting pins, the paper's
-rotating questions, batched generation with the version's adapter, and the caption rows.
+questions in rotation (query i is asked ``CAPTION_QUESTIONS[i % 4]``, as the original
+evaluation; serving draws one at random instead), batched generation with the version's
+adapter, and the caption rows.
 
 Scoring what was captioned is :mod:`app.services.evaluation_scoring`'s; the evaluation's state
 is :class:`app.services.evaluation.EvaluationService`'s.
@@ -22,8 +24,9 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from app.enums import EvaluationSetting
 from app.errors import InvalidInput
 from app.ml.backends.base import CaptionRequest, GenerationParams
-from app.ml.prompt import CAPTION_QUESTIONS, strip_brackets
+from app.ml.prompt import rotating_question, strip_brackets
 from app.models import Caption, Concept, Evaluation, EvaluationSet, ModelVersion, User
+from app.services.caption_text import clean_caption
 from app.services.captions import CaptionService
 from app.services.evaluation_scoring import default_k
 from app.services.versions import adapter_name
@@ -145,7 +148,9 @@ class EvaluationCaptioner:
                     used, timings = captions.plan(
                         session, owner, item.image, item.pinned_ids, item.use_retrieval, item.k
                     )
-                    question = _question(eval_set.id, item.index)
+                    # As the original evaluation: question i = pool[i mod 4], so reruns and
+                    # the paper's result files ask every query the same question.
+                    question = rotating_question(item.index)
                     prompt = captions.build_prompt(session, owner, used, item.image, question)
                     timings["prepare"] = round((time.perf_counter() - began) * 1000, 2)
                     prepared.append((item, used, prompt, timings))
@@ -170,7 +175,7 @@ class EvaluationCaptioner:
                         width=item.image.width,
                         height=item.image.height,
                         question=prompt.question,
-                        caption=result.text.strip(),
+                        caption=clean_caption(result.text),
                         concepts=[u.__dict__ for u in used],
                         model_version_id=version.id,
                         model_name=result.model,
@@ -269,8 +274,3 @@ class EvaluationCaptioner:
                 wrong = rng.sample(others, min(len(names), len(others), limit))
                 out.append(([c.name for c in wrong], [c.id for c in wrong]))
         return out
-
-
-def _question(set_id: int, index: int) -> str:
-    """The paper's rotating questions, fixed per query so reruns ask the same."""
-    return CAPTION_QUESTIONS[(set_id + index) % len(CAPTION_QUESTIONS)]

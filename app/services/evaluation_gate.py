@@ -182,6 +182,16 @@ def record_forced_activation(
     return decision
 
 
+def forced_past_gate(version: ModelVersion) -> dict[str, Any] | None:
+    """The record of ``version``'s latest forced activation if the gate refused it (what the
+    pages say beside the version and right after forcing it), else None."""
+    records = (version.evaluation or {}).get("forced_activations") or []
+    if records and not (records[-1].get("gate") or {}).get("allowed", True):
+        latest: dict[str, Any] = records[-1]
+        return latest
+    return None
+
+
 class EvaluationGate:
     """``VersionService.gate``: raises :class:`GateRefused` with the numbers."""
 

@@ -196,6 +196,20 @@ def reference_scores(
         return {"unavailable": str(exc)}
 
 
+def latest_result(evaluation: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The newest run summary (:func:`result_summary`) in a version's ``evaluation`` JSON, by
+    when it was written; None for a version never evaluated.
+
+    >>> runs = {"a/skip": {"f1": 50.0, "at": "2026-01-02"},
+    ...         "b/skip": {"f1": 40.0, "at": "2026-03-01"}}
+    >>> latest_result({"results": runs})["f1"], latest_result({}) is None
+    (40.0, True)
+    """
+    results = ((evaluation or {}).get("results") or {}).values()
+    return max((r for r in results if isinstance(r, dict)), key=lambda r: str(r.get("at", "")),
+               default=None)
+
+
 def result_summary(evaluation_id: int, metrics: dict[str, Any]) -> dict[str, Any]:
     """A run's summary for ``model_versions.evaluation["results"][result_key(...)]``: what the
     versions page shows side by side and what the promotion gate compares."""

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.errors import Conflict, InvalidInput, NotFound
-from app.models import EvaluationSet, User
+from app.models import MAX_ID, EvaluationSet, User
 from app.services.rap_format import heldout_queries
 
 log = logging.getLogger(__name__)
@@ -45,11 +45,13 @@ class EvaluationSetService:
         """``owner``'s set by id or by name (a name made of digits is tried as an id first);
         another user's set is not found."""
         query = select(EvaluationSet).where(EvaluationSet.owner_id == owner.id)
-        if isinstance(ref, int) or ref.isdigit():
-            row = session.scalar(query.where(EvaluationSet.id == int(ref)))
-            if row is None and isinstance(ref, str):
-                row = session.scalar(query.where(EvaluationSet.name == ref))
-        else:
+        # ASCII digits in the id range only: "²" is a digit to str.isdigit() but not to int(),
+        # and a larger number is no id on PostgreSQL (its driver refuses it).
+        as_id = ref if isinstance(ref, int) else int(ref) if ref.isascii() and ref.isdigit() else 0
+        row = None
+        if 1 <= as_id <= MAX_ID:
+            row = session.scalar(query.where(EvaluationSet.id == as_id))
+        if row is None and isinstance(ref, str):
             row = session.scalar(query.where(EvaluationSet.name == ref))
         if row is None:
             raise EvaluationSetNotFound()

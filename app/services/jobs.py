@@ -177,6 +177,14 @@ class JobService:
             query = query.where(Job.state == state)
         return paginate(session, query, Job.id.desc(), skip=skip, limit=limit)
 
+    def has_active(self, session: Session, kind: JobKind) -> bool:
+        """Whether a job of ``kind`` is queued or running (so another is not needed)."""
+        return session.scalar(
+            select(Job.id).where(
+                Job.kind == kind.value, Job.state.in_([JobState.QUEUED, JobState.RUNNING])
+            ).limit(1)
+        ) is not None
+
     def cancel(self, session: Session, user: User, job_id: int) -> Job:
         """Queued: cancelled at once (and the task revoked). Running: ``cancel_requested``;
         the worker stops at its next step."""

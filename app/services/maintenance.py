@@ -1,6 +1,7 @@
 """Housekeeping every app process runs in a background thread, so nothing waits for a worker
-or an operator: stale jobs are reaped (their worker died) and files that crashes left behind
-are swept once they are older than the grace period.
+or an operator: stale jobs are reaped (their worker died), files that crashes left behind
+are swept once they are older than the grace period, and rows that no longer matter (ended
+browser sessions, old login counters) are purged with the sweep.
 
 Bound: a job whose worker died is re-queued or failed at most ``worker.stale_after_s +
 worker.reap_period_s`` seconds after its last heartbeat, by any live app or worker process.
@@ -11,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from app.services.jobs import JobService
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 class Maintenance:
-    """A daemon thread: ``reap_stale`` every ``reap_period_s``, ``sweep`` every
+    """A daemon thread: ``reap_stale`` every ``reap_period_s``, ``sweep`` and ``purge`` every
     ``sweep_period_s`` (0 turns either off)."""
 
     def __init__(
@@ -31,10 +32,12 @@ class Maintenance:
         jobs: JobService,
         store: ImageStore,
         referenced: Callable[[], set[str]],
+        purges: Sequence[Callable[[], int]] = (),
     ) -> None:
         self.jobs = jobs
         self.store = store
         self.referenced = referenced
+        self.purges = tuple(purges)
         self.reap_period_s = float(settings.worker.reap_period_s)
         self.sweep_period_s = float(settings.storage.sweep_period_s)
         self.grace_s = float(settings.storage.orphan_grace_s)
@@ -68,6 +71,7 @@ class Maintenance:
             if self.sweep_period_s > 0 and now >= next_sweep:
                 next_sweep = now + self.sweep_period_s
                 self.sweep()
+                self.purge()
             due = min(
                 when
                 for when, period in ((next_reap, self.reap_period_s),
@@ -85,6 +89,16 @@ class Maintenance:
             return []
         self.last_reap = {"at": time.time(), "actions": actions}
         return actions
+
+    def purge(self) -> int:
+        """Run every purge (expired rows); how many rows they deleted."""
+        deleted = 0
+        for purge in self.purges:
+            try:
+                deleted += purge()
+            except Exception as exc:  # the database is away: try again next period
+                log.warning("purging %s failed: %s", getattr(purge, "__qualname__", purge), exc)
+        return deleted
 
     def sweep(self) -> dict[str, int]:
         try:

@@ -8,7 +8,25 @@ The original code keeps a user's concepts as one JSON file (REPIC_SPEC.md §4)::
 
 with image paths relative to a root folder; ``image`` may be one path or a list, ``info`` a
 string or (in some RAP files) an object of attribute lists. Query sets are ``{image_path:
-[names]}``. This module turns both into our rows, and a user's concepts back into the format.
+[keys]}``, or for 4 concepts ``{image_path: [[4 keys], [4 keys], ...]}`` (one group photo asked
+about several subsets: one query per subset). This module turns both into our rows, and a
+user's concepts back into the format.
+
+The benchmark folders of the RePIC repository import as shipped (REPIC_SPEC.md §8.5), with no
+edits and no ``--root``:
+
+* **Paths** are tried as written against ``root`` when one is given, then against the JSON
+  file's folder and the folders above it (the repository layout: ``./data/database_tot/...``
+  is relative to the repository root, ``./database_dreambooth/x.jpg`` to the database's parent
+  folder), then by file name under the JSON file's folder (the older ``./database/Anya.jpg``
+  layout); a file name found more than once there is refused as ambiguous.
+* **Keys are the names**: ``<ironman>`` becomes the concept ``ironman`` although its ``name``
+  is "Iron Man", because the key is what the captions must contain and what the metric scores.
+  Keys may hold dots and single spaces (``<mr.krab>``, ``<black widow>``): such a concept is
+  written ``<black widow>`` in prompts and captions like any other. The display names that
+  differ from their key are listed in the import report (``names``); they are not stored.
+* **Case**: a query set whose every query names two concepts (the paper's 2-concept set) is
+  scored case-sensitively unless told otherwise, as the paper's 2-concept script does.
 
 Decisions, on purpose:
 
@@ -17,7 +35,8 @@ Decisions, on purpose:
   path, and nothing is imported. The writes then happen in one database transaction through
   :class:`~app.services.concepts.ConceptService` (files, rows and embeddings together), so an
   unexpected failure midway rolls everything back too.
-* **Names**: ``"<bo>"`` becomes ``bo`` (our names are stored bare, written ``<bo>`` in captions).
+* **Names**: the key ``"<bo>"`` becomes ``bo`` (our names are stored bare, written ``<bo>`` in
+  captions).
 * **An existing concept with the same name** is a :class:`~app.errors.Conflict` listing every
   clashing name (default, ``on_conflict="error"``), or, with ``on_conflict="merge"``, the
   existing concept gets the new photos (photos it already has, by SHA-256, are skipped) and
@@ -57,6 +76,9 @@ log = logging.getLogger(__name__)
 
 OnConflict = Literal["error", "merge"]
 EVAL_IMAGES_KEY = "eval_images"
+#: How many folders above a JSON file its relative paths may start from (the RePIC
+#: repository root is three above ``data/database_tot/<set>/``).
+MAX_FOLDERS_UP = 4
 
 
 class ImportFormatError(InvalidInput):
@@ -86,10 +108,13 @@ class ImportReport:
     merged: list[str] = field(default_factory=list)
     photos_added: int = 0
     photos_skipped: int = 0
+    #: Concept (key) -> the database's display name, where they differ ("ironman": "Iron Man").
+    names: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"created": self.created, "merged": self.merged,
-                "photos_added": self.photos_added, "photos_skipped": self.photos_skipped}
+                "photos_added": self.photos_added, "photos_skipped": self.photos_skipped,
+                "names": self.names}
 
 
 def read_json(path: Path) -> Any:
@@ -131,10 +156,32 @@ def _paths_of(value: Any, where: str) -> list[str]:
     raise ImportFormatError(f"{where} must be a path or a list of paths")
 
 
-def _load_photo(root: Path, relative: str, where: str, limits: ImportLimits) -> ValidImage:
-    path = root / relative
-    if not path.is_file():
-        raise ImportFormatError(f"{where}: image file {relative!r} not found under {root}")
+def resolve_path(relative: str, source: Path, root: Path | None, where: str) -> Path:
+    """The file an image path of the JSON file ``source`` names (module docstring: as written
+    against ``root``, the file's folder and the folders above it, then by file name)."""
+    written = Path(relative)
+    folder = Path(source).absolute().parent
+    if written.is_absolute():
+        candidates = [written]
+    else:
+        bases = [root] if root is not None else []
+        bases += [folder, *list(folder.parents)[:MAX_FOLDERS_UP]]
+        candidates = [base / written for base in bases]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    # By file name in the JSON file's own folder only: searching below it would take another
+    # concept's "1.jpg" for this one.
+    for base in ([root] if root is not None else []) + [folder]:
+        if (base / written.name).is_file():
+            return base / written.name
+    looked = root if root is not None else folder
+    raise ImportFormatError(
+        f"{where}: image file {relative!r} not found under {looked} (nor relative to the "
+        f"folders above {Path(source).name}, nor by file name)")
+
+
+def _load_photo(path: Path, relative: str, where: str, limits: ImportLimits) -> ValidImage:
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -147,8 +194,10 @@ def _load_photo(root: Path, relative: str, where: str, limits: ImportLimits) -> 
         raise ImportFormatError(f"{where}: image file {relative!r}: {exc.detail}") from None
 
 
-def plan_database(data: Any, root: Path, limits: ImportLimits) -> list[PlannedConcept]:
-    """Validate a parsed database file and read all its photos (nothing is written)."""
+def plan_database(data: Any, source: Path, root: Path | None, limits: ImportLimits,
+                  ) -> tuple[list[PlannedConcept], dict[str, str]]:
+    """Validate a parsed database file (read from ``source``) and read all its photos (nothing
+    is written); also return the display names that differ from their concept's key."""
     if not isinstance(data, Mapping) or not isinstance(data.get("concept_dict"), Mapping):
         raise ImportFormatError(
             'expected {"concept_dict": {key: {"name", "image", "info", "category"}}, '
@@ -166,12 +215,14 @@ def plan_database(data: Any, root: Path, limits: ImportLimits) -> list[PlannedCo
         extra.setdefault(str(key), []).append(str(image_path))
     planned: list[PlannedConcept] = []
     seen_names: dict[str, str] = {}
+    display_names: dict[str, str] = {}
     for key, entry in concept_dict.items():
         where = f"concept {key!r}"
         if not isinstance(entry, Mapping):
             raise ImportFormatError(f"{where} must be an object")
         try:
-            name = clean_name(str(entry.get("name") or key))
+            # The key, not the display name: it is what captions hold and the metric scores.
+            name = clean_name(str(key), key=True)
             description = clean_text(info_text(entry.get("info")), MAX_DESCRIPTION, "Info")
             category = entry.get("category")
             if not category and isinstance(entry.get("info"), Mapping):
@@ -183,6 +234,9 @@ def plan_database(data: Any, root: Path, limits: ImportLimits) -> list[PlannedCo
             raise ImportFormatError(
                 f"{where}: name {name!r} is also used by concept {seen_names[name.lower()]!r}")
         seen_names[name.lower()] = str(key)
+        display = str(entry.get("name") or "").strip()
+        if display and clean_display(display).lower() != name.lower():
+            display_names[name] = display
         references = _paths_of(entry.get("image"), f"{where}: image")
         references += [p for p in extra.get(str(key), []) if p not in references]
         held_out = _paths_of(entry.get(EVAL_IMAGES_KEY), f"{where}: {EVAL_IMAGES_KEY}")
@@ -190,23 +244,38 @@ def plan_database(data: Any, root: Path, limits: ImportLimits) -> list[PlannedCo
             raise ImportFormatError(f"{where}: no reference image")
         item = PlannedConcept(key=str(key), name=name, description=description,
                               category=category)
-        for relative in references:
-            item.images.append(_load_photo(root, relative, where, limits))
-        for relative in held_out:
-            item.eval_images.append(_load_photo(root, relative, where, limits))
+        # One file may be written twice (``./x.jpg`` in the entry, ``x.jpg`` in path_to_concept).
+        seen_files: set[Path] = set()
+        for relatives, photos in ((references, item.images), (held_out, item.eval_images)):
+            for relative in relatives:
+                path = resolve_path(relative, source, root, where)
+                if path.resolve() in seen_files:
+                    continue
+                seen_files.add(path.resolve())
+                photos.append(_load_photo(path, relative, where, limits))
         planned.append(item)
-    return planned
+    return planned, display_names
+
+
+def clean_display(name: str) -> str:
+    """A display name as a key would read it (``<Bo>`` -> ``Bo``), to tell whether they differ."""
+    name = name.strip()
+    return name[1:-1].strip() if name.startswith("<") and name.endswith(">") else name
 
 
 def import_database(
-    session: Session, concepts: ConceptService, owner: User, db_path: Path, root: Path,
+    session: Session, concepts: ConceptService, owner: User, db_path: Path, root: Path | None,
     on_conflict: OnConflict = "error", limits: ImportLimits | None = None,
 ) -> ImportReport:
-    """Import a RAP/RePIC database file as ``owner``'s concepts, all or nothing."""
+    """Import a RAP/RePIC database file as ``owner``'s concepts, all or nothing.
+
+    ``root``: the folder image paths are relative to; None finds them as the module docstring
+    says (the benchmark folders as shipped need none)."""
     if on_conflict not in ("error", "merge"):
         raise InvalidInput("on_conflict must be 'error' or 'merge'")
     limits = limits or ImportLimits(concepts.limits.max_bytes, concepts.limits.max_pixels)
-    planned = plan_database(read_json(db_path), Path(root), limits)
+    planned, display_names = plan_database(
+        read_json(db_path), Path(db_path), Path(root) if root is not None else None, limits)
     existing = {
         c.name.lower(): c for c in session.scalars(
             select(Concept).where(Concept.owner_id == owner.id)
@@ -217,7 +286,7 @@ def import_database(
         raise Conflict(
             f"{owner.username} already has concept(s) named {', '.join(sorted(clashes))}; "
             "nothing was imported (use merge to add the photos to them)")
-    report = ImportReport()
+    report = ImportReport(names=display_names)
     try:
         with unit_of_work(session) as tx:
             for item in planned:
@@ -302,7 +371,8 @@ def export_database(session: Session, store: ImageStore, owner: User, out_path: 
 
 
 def _query_items(data: Any) -> list[tuple[str, list[str]]]:
-    """``{image_path: [names]}`` (the original format) or a list of ``[image_path, [names]]``."""
+    """``{image_path: [names]}`` (the original format), ``{image_path: [[names], [names]]}``
+    (4 concepts: one query per subset), or a list of ``[image_path, [names]]``."""
     items: list[tuple[str, Any]]
     if isinstance(data, Mapping):
         items = list(data.items())
@@ -315,23 +385,31 @@ def _query_items(data: Any) -> list[tuple[str, list[str]]]:
     for image_path, names in items:
         if isinstance(names, str):
             names = [names]
-        if not isinstance(image_path, str) or not isinstance(names, list) or not names \
-                or not all(isinstance(n, str) for n in names):
-            raise ImportFormatError(f"query {image_path!r}: expected a non-empty list of names")
-        out.append((image_path, names))
+        subsets = names if isinstance(names, list) and names and all(
+            isinstance(n, list) for n in names) else [names]
+        for subset in subsets:
+            if not isinstance(image_path, str) or not isinstance(subset, list) or not subset \
+                    or not all(isinstance(n, str) for n in subset):
+                raise ImportFormatError(
+                    f"query {image_path!r}: expected a non-empty list of names (or a list of "
+                    "such lists)")
+            out.append((image_path, subset))
     if not out:
         raise ImportFormatError("the query file holds no query")
     return out
 
 
 def import_queries(
-    session: Session, store: ImageStore, owner: User, queries_path: Path, root: Path, name: str,
-    case_sensitive: bool = False, limits: ImportLimits | None = None,
+    session: Session, store: ImageStore, owner: User, queries_path: Path, root: Path | None,
+    name: str, case_sensitive: bool | None = None, limits: ImportLimits | None = None,
 ) -> EvaluationSet:
-    """Import ``{image_path: [names]}`` as ``owner``'s evaluation set ``name``, all or nothing.
+    """Import ``{image_path: [keys]}`` as ``owner``'s evaluation set ``name``, all or nothing.
 
-    Every name must be one of ``owner``'s concepts (skip-retrieval pins them); query photos are
-    copied into the content-addressed store and referenced by their stored path and SHA-256.
+    Every key must be one of ``owner``'s concepts (skip-retrieval pins them); query photos are
+    copied into the content-addressed store (once per photo, however many subsets ask about it)
+    and referenced by their stored path and SHA-256. Paths resolve as the database's do.
+    ``case_sensitive`` None: True when every query names exactly two concepts (the paper scores
+    its 2-concept set case-sensitively), else False.
     """
     set_name = (name or "").strip()
     if not set_name or len(set_name) > 100:
@@ -343,12 +421,16 @@ def import_queries(
     known = {c.lower(): c for c in session.scalars(
         select(Concept.name).where(Concept.owner_id == owner.id))}
     planned: list[tuple[str, list[str], ValidImage]] = []
-    for image_path, names in _query_items(read_json(queries_path)):
+    photos: dict[Path, ValidImage] = {}
+    items = _query_items(read_json(queries_path))
+    if case_sensitive is None:
+        case_sensitive = all(len(names) == 2 for _, names in items)
+    for image_path, names in items:
         where = f"query {image_path!r}"
         cleaned = []
         for raw in names:
             try:
-                bare = clean_name(raw)
+                bare = clean_name(raw, key=True)
             except DomainError as exc:
                 raise ImportFormatError(f"{where}: {exc.detail}") from None
             if bare.lower() not in known:
@@ -356,12 +438,19 @@ def import_queries(
                     f"{where}: {owner.username} has no concept named {bare!r} (import the "
                     "database first)")
             cleaned.append(known[bare.lower()])
-        planned.append((image_path, cleaned, _load_photo(Path(root), image_path, where, limits)))
+        path = resolve_path(image_path, queries_path, Path(root) if root else None, where)
+        key = path.resolve()
+        if key not in photos:
+            photos[key] = _load_photo(path, image_path, where, limits)
+        planned.append((image_path, cleaned, photos[key]))
     queries = []
     try:
-        with store.claimed([photo for _, _, photo in planned]) as claims:
-            for (image_path, names, photo), claim in zip(planned, claims, strict=True):
-                queries.append({"image": claim.relative, "sha256": photo.sha256,
+        unique = list({photo.sha256: photo for photo in photos.values()}.values())
+        with store.claimed(unique) as claims:
+            stored = {photo.sha256: claim.relative
+                      for photo, claim in zip(unique, claims, strict=True)}
+            for image_path, names, photo in planned:
+                queries.append({"image": stored[photo.sha256], "sha256": photo.sha256,
                                 "names": names, "source": image_path, "width": photo.width,
                                 "height": photo.height})
             row = EvaluationSet(owner_id=owner.id, name=set_name,

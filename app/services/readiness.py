@@ -27,6 +27,21 @@ class ReadyReport:
     models: dict[str, Any]
     dependencies: dict[str, Any] = field(default_factory=dict)
 
+    def statuses_only(self) -> ReadyReport:
+        """What anyone may see: each check as ``ok`` or ``error``, without the error texts,
+        warnings and model paths (they tell a stranger the file layout and the stack)."""
+
+        def status(value: Any) -> str:
+            return "ok" if value == "ok" else "error"
+
+        return ReadyReport(
+            ok=self.ok,
+            checks={name: status(value) for name, value in self.checks.items()},
+            warnings=[],
+            models={},
+            dependencies={name: status(value) for name, value in self.dependencies.items()},
+        )
+
 
 class ReadinessService:
     def __init__(

@@ -13,22 +13,30 @@ that follows the row's ``cancel_requested``, copies the adapter to the folder sh
 
 The base model trained on is always the one being served (the adapter must fit it), and the
 image bounds are serving's (training and serving must not drift).
+
+VLT records come from real photos with real boxes (REPIC_SPEC.md §2): the owner's box when
+they set one, else, when ``training.detector_boxes`` is on, the detector's box over the photo
+(prompted with the concept's category; :func:`with_detected_boxes` says which detections are
+kept). Photos with neither only feed the composite fallback.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from app.errors import InvalidInput, NotFound
+from app.errors import InvalidInput, NotFound, ServiceUnavailable
+from app.ml.detector import Detector
+from app.ml.errors import ModelUnavailable
 from app.models import Concept, Job, User
 from app.services.job_kinds import JobKind
 from app.services.job_runtime import JobContext, JobOutcome
@@ -48,6 +56,54 @@ MAX_DATASET_BYTES = 50 * 1024 * 1024
 
 #: ``hook(version_id, job_id)`` run after a candidate is registered (evaluation gate set).
 PostTrainingHook = Callable[[int, int], Any]
+
+#: A detection covering this share of the photo or more shows no position: no VLT box from it.
+MAX_DETECTED_AREA_SHARE = 0.9
+#: A second detection at least this share of the best one's score makes "the dog" ambiguous.
+AMBIGUOUS_SCORE_SHARE = 0.5
+
+
+def detected_box(detector: Detector, path: Path, category: str) -> tuple[int, int, int, int] | None:
+    """The box of the one ``category`` object in the photo at ``path``, or None.
+
+    None when nothing is detected, when a second detection is nearly as sure (two dogs: the
+    referring expression "the dog" would not say which), or when the box is nearly the whole
+    photo (a VLT target that teaches no position).
+    """
+    from PIL import Image
+
+    with Image.open(path) as img:
+        rgb = img.convert("RGB")
+    found = detector.detect(rgb, [category])  # best first
+    if not found:
+        return None
+    best = found[0]
+    if len(found) > 1 and found[1].score >= AMBIGUOUS_SCORE_SHARE * best.score:
+        return None
+    x1, y1, x2, y2 = best.box
+    if (x2 - x1) * (y2 - y1) >= MAX_DETECTED_AREA_SHARE * rgb.width * rgb.height:
+        return None
+    return best.box
+
+
+def with_detected_boxes(concepts: Sequence[Any], detector: Detector) -> list[Any]:
+    """``concepts`` (:class:`trainer.concept_records.ConceptPhotos`) with the detector's box on
+    each photo that has no box of its owner's (a concept without category is left as it is:
+    the detector is prompted with the category)."""
+    out = []
+    for concept in concepts:
+        category = concept.category.strip()
+        boxes = dict(concept.boxes or {})
+        sources = dict(concept.box_sources or {})
+        if category:
+            for path in concept.image_paths:
+                if concept.box_for(path) is not None:
+                    continue
+                box = detected_box(detector, path, category)
+                if box is not None:
+                    boxes[path], sources[path] = box, "detector"
+        out.append(dataclasses.replace(concept, boxes=boxes or None, box_sources=sources or None))
+    return out
 
 
 class DatasetNotFound(NotFound):
@@ -91,6 +147,7 @@ class TrainingService:
         store: ImageStore,
         served_model: Callable[[], str],
         post_training: PostTrainingHook | None = None,
+        detector: Callable[[], Detector] | None = None,
     ) -> None:
         self.settings = settings
         self.session_factory = session_factory
@@ -101,6 +158,8 @@ class TrainingService:
         #: adapter must fit it.
         self.served_model = served_model
         self.post_training = post_training
+        #: The detector that finds VLT boxes in photos without one (built on first use).
+        self.detector = detector
 
     # -- paths ----------------------------------------------------------------------------
 
@@ -178,14 +237,14 @@ class TrainingService:
         owned = sorted(set(overrides) & set(SERVICE_OWNED_ARGS))
         if owned:
             raise InvalidInput(
-                f"overrides: {owned[0]!r} is set by the server (base model, data, image bounds "
-                "and output folders follow the serving configuration)")
+                f"overrides: {owned[0]!r} is set by the server (base model, data and output "
+                "folders follow the serving configuration, image sizes the paper's trainer)")
         base_model = params["base_model"]
         values: dict[str, Any] = {
             "model_name_or_path": base_model,
             "output_dir": str(self.settings.runs_dir),
-            "min_pixels": self.settings.caption.min_pixels,
-            "max_pixels": self.settings.caption.max_pixels,
+            # Image sizes are not serving's: training resizes as the original trainer does
+            # (REPIC_SPEC.md §8.3), with the base configuration's processor bounds.
             "dataset_files": dataset_files or [],
             "image_root": str(self.settings.data_dir),
         }
@@ -228,6 +287,23 @@ class TrainingService:
                 concept_id=concept.id, name=concept.name, info=concept.description,
                 category=concept.category, image_paths=paths, boxes=boxes or None,
             ))
+        return concepts
+
+    def training_concepts(self) -> list[Any]:
+        """What a run is given: the opted-in concepts, with the detector's boxes on photos
+        that have none of their owner's (when ``training.detector_boxes`` is on)."""
+        with self.session_factory() as session:
+            concepts = self.opted_in_concepts(session)
+        if not concepts or self.detector is None or not self.settings.training.detector_boxes:
+            return concepts
+        try:
+            detector = self.detector()
+            concepts = with_detected_boxes(concepts, detector)
+        except (ModelUnavailable, ServiceUnavailable) as exc:  # VLT falls back to composites
+            log.warning("no detector boxes for training: %s", exc)
+            return concepts
+        found = sum(1 for c in concepts for p in c.image_paths if c.box_source(p) == "detector")
+        log.info("detector boxes on %d training photos", found)
         return concepts
 
     def create_job(
@@ -279,8 +355,7 @@ class TrainingService:
             files = [self.dataset(str(params["dataset_id"]))["path"]]
         concepts: list[Any] = []
         if params.get("dataset") in ("concepts", "both"):
-            with self.session_factory() as session:
-                concepts = self.opted_in_concepts(session)
+            concepts = self.training_concepts()
             if not concepts and not files:
                 raise RuntimeError("no concept is opted in for training any more")
         run_id = f"job{ctx.job_id}-a{ctx.attempt}-{uuid.uuid4().hex[:4]}"

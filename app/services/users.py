@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -70,17 +70,28 @@ def authenticate(session: Session, username: str, password: str) -> User:
 def create_admin(
     session: Session, username: str, password: str, min_password_length: int = 8
 ) -> User:
-    """Create an admin account, or promote an existing one and reset its password."""
-    existing = session.scalar(select(User).where(User.username == username))
-    if existing is not None:
-        validate_credentials(username, password, min_password_length)
-        existing.is_admin = True
-        existing.password_hash = hash_password(password)
-        session.commit()
-        return existing
+    """Create a new admin account. An existing name is a :class:`Conflict`: an existing
+    account is made an admin with :func:`promote_admin`, which never touches its password."""
     return register(
         session, username, password, min_password_length=min_password_length, is_admin=True
     )
+
+
+def user_exists(session: Session, username: str) -> bool:
+    """Whether the name is taken (compared as registration does: case-insensitively)."""
+    name = (username or "").strip().lower()
+    return session.scalar(select(User.id).where(func.lower(User.username) == name)) is not None
+
+
+def promote_admin(session: Session, username: str) -> User:
+    """Make the existing user ``username`` an admin; the password stays as it is."""
+    user = session.scalar(select(User).where(User.username == (username or "").strip()))
+    if user is None:
+        raise NotFound(f"no user named {username!r}")
+    if not user.is_admin:
+        user.is_admin = True
+        session.commit()
+    return user
 
 
 def create_token(
@@ -124,6 +135,16 @@ def user_for_token(session: Session, token: str) -> User | None:
         row.last_used_at = now
         session.commit()
     return session.get(User, row.user_id)
+
+
+def revoke_all_tokens(session: Session, user: User) -> int:
+    """Revoke every API token of ``user`` not revoked yet (the caller commits); how many."""
+    result = session.execute(
+        update(ApiToken)
+        .where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def list_tokens(session: Session, user: User) -> list[ApiToken]:

@@ -176,7 +176,7 @@ class VersionService:
         session: Session,
         *,
         name: str,
-        adapter_path: str,
+        adapter_path: str | None,
         base_model: str,
         training_job_id: int | None,
         config: dict[str, Any],
@@ -207,6 +207,13 @@ class VersionService:
         current, version = await asyncio.to_thread(self._gate, session, version_id, actor, force)
         if version.state == VersionState.ACTIVE:
             return version
+        if version.adapter_path is None and version.base_model != self.base_model:
+            # A conflict with how the server is configured (409), not a replica's failure.
+            raise Conflict(
+                f"{version.name} is the full model {version.base_model!r}, and the caption "
+                f"backend serves {self.base_model!r}: serve it (REPIC_CAPTION__MODEL, or vLLM's "
+                "--model via REPIC_BASE_MODEL) and restart, then activate it"
+            )
         name = adapter_name(version)
         if name is not None:
             backend = self.backend_getter()

@@ -1,5 +1,6 @@
-"""Evaluation pages (admins): versions' metrics side by side, one evaluation's captions, and
-two versions' captions of the same photos side by side, filterable to the failures."""
+"""Evaluation pages (admins): versions' metrics side by side, one evaluation's captions, two
+versions' captions of the same photos side by side (filterable to the failures), and a
+held-out set made of the photos marked evaluation-only."""
 
 from __future__ import annotations
 
@@ -67,6 +68,8 @@ def _index(
         sets=sets,
         set_names=set_names,
         versions=versions,
+        # Only a version with a finished evaluation has captions to compare.
+        evaluated=[v for v in versions if (v.evaluation or {}).get("results")],
         settings_choices=SETTINGS,
         gate=container.settings.evaluation,
         **extra,
@@ -114,6 +117,25 @@ async def start_evaluation(
             request, user, session, container, http_status(exc), form=form, error=exc.detail
         )
     flash(request, f"Evaluation {evaluation.id} queued (job {job.id}).")
+    return RedirectResponse("/admin/evaluations", status_code=303)
+
+
+@router.post("/heldout", dependencies=[CsrfChecked])
+def create_heldout_set(
+    request: Request,
+    user: AdminPage,
+    session: SessionDep,
+    container: ContainerDep,
+    name: Annotated[str, Form()] = "",
+) -> Response:
+    """A set of the admin's photos marked evaluation-only (on the concepts' edit pages)."""
+    try:
+        row = container.evaluation_sets.create_heldout(session, user, name)
+        count = len(row.queries or [])
+        flash(request, f"Evaluation set '{row.name}' made of {count} held-out photo"
+                       f"{'' if count == 1 else 's'}.")
+    except DomainError as exc:
+        flash(request, exc.detail, "error")
     return RedirectResponse("/admin/evaluations", status_code=303)
 
 

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Sequence
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import ContainerDep, SessionDep
+from app.api.deps import AccountsDep, ClientDep, ContainerDep, SessionDep
 from app.api.errors import http_status
+from app.api.session_cookie import session_cookie
 from app.api.uploads import UploadKind, read_uploads
+from app.container import Container
 from app.errors import DomainError, InvalidInput, NotFound
+from app.models import User
+from app.security import token_digest
 from app.services import users as user_service
-from app.services.concept_quality import ConceptQuality, size_warnings
-from app.web.common import CsrfChecked, PageUser, flash, render
+from app.services.concept_quality import ConceptQuality
+from app.services.concepts import PhotoFlags
+from app.web.common import CsrfChecked, PageUser, flash, render, signed_in_user
 
 router = APIRouter(include_in_schema=False)
 
@@ -24,8 +31,11 @@ def redirect(url: str) -> RedirectResponse:
 
 
 @router.get("/", response_class=HTMLResponse)
-def home(request: Request) -> Response:
-    return redirect("/concepts" if request.session.get("user_id") else "/login")
+def home(request: Request, session: SessionDep) -> Response:
+    """A signed-in user's concepts; anyone else learns what the app does, with a sample."""
+    if signed_in_user(request, session) is not None:
+        return redirect("/concepts")
+    return render(request, "home.html")
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -41,22 +51,33 @@ def _safe_next(url: str) -> str:
 def login(
     request: Request,
     session: SessionDep,
+    accounts: AccountsDep,
+    client: ClientDep,
     username: Annotated[str, Form()] = "",
     password: Annotated[str, Form()] = "",
     next: Annotated[str, Form()] = "/concepts",
 ) -> Response:
+    cookie = session_cookie(request)
     try:
-        user = user_service.authenticate(session, username, password)
+        token = accounts.log_in(session, username, password, client, previous=cookie.token)
     except DomainError as exc:
-        return render(request, "login.html", 401, error=exc.detail, username=username, next=next)
-    request.session.clear()
-    request.session["user_id"] = user.id
+        page = render(
+            request, "login.html", http_status(exc), error=exc.detail, username=username, next=next
+        )
+        if exc.retry_after_s is not None:
+            page.headers["Retry-After"] = str(exc.retry_after_s)
+        return page
+    # A new id, never the anonymous one the visitor had: no session fixation.
+    cookie.issue(token)
     return redirect(_safe_next(next))
 
 
 @router.post("/logout", dependencies=[CsrfChecked])
-def logout(request: Request) -> Response:
-    request.session.clear()
+def logout(request: Request, session: SessionDep, accounts: AccountsDep) -> Response:
+    cookie = session_cookie(request)
+    if cookie.token is not None:
+        accounts.log_out(session, cookie.token)
+    cookie.end()
     return redirect("/login")
 
 
@@ -70,6 +91,7 @@ def register(
     request: Request,
     session: SessionDep,
     container: ContainerDep,
+    client: ClientDep,
     username: Annotated[str, Form()] = "",
     password: Annotated[str, Form()] = "",
     password2: Annotated[str, Form()] = "",
@@ -80,8 +102,7 @@ def register(
         user = user_service.sign_up(session, username, password, container.settings.auth)
     except DomainError as exc:
         return render(request, "register.html", 400, error=exc.detail, username=username)
-    request.session.clear()
-    request.session["user_id"] = user.id
+    session_cookie(request).issue(container.browser_sessions.start(session, user, client))
     flash(request, f"Welcome, {user.username}! Register your first concept.")
     return redirect("/concepts")
 
@@ -154,12 +175,17 @@ def concept_page(
 ) -> Response:
     concept = container.concepts.get(session, user, concept_id)
     retrieval = container.models.loaded_retrieval()
+    threshold = None
+    paper_retrieval = container.settings.retrieval.mode == "paper"
     if retrieval is not None:
         quality = retrieval.concept_quality(session, user, concept)
+        # The paper's retrieval applies no threshold: showing one would say what is not done.
+        threshold = None if paper_retrieval else retrieval.threshold(session, user)
     else:
         # The size checks need no model: shown before CLIP has loaded too.
-        quality = ConceptQuality(warnings=size_warnings(concept.images))
-    return render(request, "concepts/detail.html", user=user, concept=concept, quality=quality)
+        quality = ConceptQuality.from_sizes(concept.images)
+    return render(request, "concepts/detail.html", user=user, concept=concept, quality=quality,
+                  threshold=threshold, paper_retrieval=paper_retrieval)
 
 
 @router.get("/concepts/{concept_id}/edit", response_class=HTMLResponse)
@@ -180,6 +206,23 @@ def edit_concept_form(
     return render(request, "concepts/form.html", user=user, concept=concept, form=form)
 
 
+def photo_flags(
+    photo_ids: Sequence[int], boxes: Sequence[str], eval_only: Sequence[int]
+) -> dict[int, PhotoFlags]:
+    """The edit form's photo controls (in card order: an id and a box text per photo, the ids
+    of the checked "evaluation only" boxes) as flags per image id; an empty box clears it."""
+    if len(photo_ids) != len(boxes):
+        raise InvalidInput("The photos of the form do not match; reload the page")
+    flags: dict[int, PhotoFlags] = {}
+    for number, (image_id, text) in enumerate(zip(photo_ids, boxes, strict=True), 1):
+        parts = text.replace(",", " ").split()
+        if parts and (len(parts) != 4 or not all(p.isascii() and p.isdigit() for p in parts)):
+            raise InvalidInput(f"Photo {number}: Box must be four whole numbers: x1, y1, x2, y2")
+        coords = [int(p) for p in parts] if parts else None
+        flags[image_id] = PhotoFlags(eval_only=image_id in eval_only, box=coords)
+    return flags
+
+
 @router.post("/concepts/{concept_id}/edit", response_class=HTMLResponse, dependencies=[CsrfChecked])
 async def edit_concept(
     concept_id: int,
@@ -192,6 +235,9 @@ async def edit_concept(
     category: Annotated[str, Form()] = "",
     use_for_training: Annotated[bool, Form()] = False,
     images: Annotated[list[UploadFile] | None, File(), UploadKind.PHOTOS] = None,
+    photo_id: Annotated[list[int], Form()] = [],  # noqa: B006 - FastAPI copies defaults
+    box: Annotated[list[str], Form()] = [],  # noqa: B006
+    eval_only: Annotated[list[int], Form()] = [],  # noqa: B006
 ) -> Response:
     files = [f for f in (images or []) if f.filename]
     form = {
@@ -200,9 +246,15 @@ async def edit_concept(
         "category": category,
         "use_for_training": use_for_training,
     }
+    # What the page showed, kept when it is shown again with an error.
+    photo_form = {
+        image_id: {"eval_only": image_id in eval_only, "box": text}
+        for image_id, text in zip(photo_id, box, strict=False)
+    }
     try:
+        flags = photo_flags(photo_id, box, eval_only)
         uploads = await read_uploads(files, container.settings.storage.max_upload_bytes)
-        # Text and photos commit together or not at all.
+        # Text, photo flags and new photos commit together or not at all.
         await run_in_threadpool(
             container.concepts.update,
             session,
@@ -213,6 +265,7 @@ async def edit_concept(
             category=category,
             use_for_training=use_for_training,
             uploads=uploads,
+            photo_flags=flags,
         )
     except DomainError as exc:
         if isinstance(exc, NotFound):
@@ -225,6 +278,7 @@ async def edit_concept(
             user=user,
             concept=concept,
             form=form,
+            photo_form=photo_form,
             error=exc.detail,
         )
     flash(request, "Saved.")
@@ -264,11 +318,34 @@ def delete_image(
     return redirect(f"/concepts/{concept_id}")
 
 
-@router.get("/account", response_class=HTMLResponse)
-def account(request: Request, user: PageUser, session: SessionDep) -> Response:
+def _account_page(
+    request: Request,
+    user: User,
+    session: Session,
+    container: Container,
+    status_code: int = 200,
+    **context: Any,
+) -> Response:
     tokens = user_service.list_tokens(session, user)
-    new_token = request.session.pop("new_token", None)
-    return render(request, "account.html", user=user, tokens=tokens, new_token=new_token)
+    sessions = container.browser_sessions.live(session, user)
+    this_session = session_cookie(request).token
+    return render(
+        request,
+        "account.html",
+        status_code,
+        user=user,
+        tokens=tokens,
+        sessions=sessions,
+        this_session=token_digest(this_session) if this_session else None,
+        **context,
+    )
+
+
+@router.get("/account", response_class=HTMLResponse)
+def account(
+    request: Request, user: PageUser, session: SessionDep, container: ContainerDep
+) -> Response:
+    return _account_page(request, user, session, container)
 
 
 @router.post("/account/tokens", dependencies=[CsrfChecked])
@@ -276,14 +353,72 @@ def create_token(
     request: Request,
     user: PageUser,
     session: SessionDep,
+    container: ContainerDep,
     name: Annotated[str, Form()] = "",
 ) -> Response:
     try:
         token, _ = user_service.create_token(session, user, name)
-        request.session["new_token"] = token
     except DomainError as exc:
         flash(request, exc.detail, "error")
+        return redirect("/account")
+    # Shown in this answer and nowhere else: not in the cookie, not stored, not cached.
+    page = _account_page(request, user, session, container, 201, new_token=token)
+    page.headers["Cache-Control"] = "no-store"
+    return page
+
+
+@router.post("/account/password", response_class=HTMLResponse, dependencies=[CsrfChecked])
+def change_password(
+    request: Request,
+    user: PageUser,
+    session: SessionDep,
+    container: ContainerDep,
+    accounts: AccountsDep,
+    client: ClientDep,
+    current_password: Annotated[str, Form()] = "",
+    new_password: Annotated[str, Form()] = "",
+    new_password2: Annotated[str, Form()] = "",
+    revoke_tokens: Annotated[bool, Form()] = False,
+) -> Response:
+    try:
+        if new_password != new_password2:
+            raise InvalidInput("The two new passwords differ")
+        outcome = accounts.change_password(
+            session,
+            user,
+            current_password,
+            new_password,
+            client,
+            revoke_tokens=revoke_tokens,
+            in_browser=True,
+        )
+    except DomainError as exc:
+        page = _account_page(
+            request, user, session, container, http_status(exc), password_error=exc.detail
+        )
+        if exc.retry_after_s is not None:
+            page.headers["Retry-After"] = str(exc.retry_after_s)
+        return page
+    assert outcome.new_session is not None
+    session_cookie(request).issue(outcome.new_session)
+    message = f"Password changed; {outcome.sessions_ended} other session(s) logged out"
+    if revoke_tokens:
+        message += f", {outcome.tokens_revoked} API token(s) revoked"
+    flash(request, message + ".")
     return redirect("/account")
+
+
+@router.post("/account/logout-all", dependencies=[CsrfChecked])
+def log_out_everywhere(
+    request: Request,
+    user: PageUser,
+    session: SessionDep,
+    accounts: AccountsDep,
+    revoke_tokens: Annotated[bool, Form()] = False,
+) -> Response:
+    accounts.log_out_everywhere(session, user, revoke_tokens=revoke_tokens)
+    session_cookie(request).end()
+    return redirect("/login")
 
 
 @router.post("/account/tokens/{token_id}/revoke", dependencies=[CsrfChecked])

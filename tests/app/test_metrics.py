@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.utils.concepts import create_concept
 from tests.utils.images import fixture_photo
 from tests.utils.users import register
@@ -23,3 +25,40 @@ def test_metrics_report_route_latency_caption_stages_and_versions(client) -> Non
     assert 'repic_caption_stage_seconds_count{stage="generate"}' in text
     assert "repic_index_vectors 1.0" in text
     assert "repic_jobs" in text and "repic_active_model_version" in text
+
+
+@pytest.fixture
+def guarded_client(settings_factory):  # type: ignore[no-untyped-def]
+    """An app with REPIC_METRICS__TOKEN set."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.wiring import build_container
+
+    container = build_container(settings_factory(metrics={"token": "scrape-token-0123456789"}))
+    try:
+        with TestClient(create_app(container=container)) as c:
+            yield c
+    finally:
+        container.close()
+
+
+def test_metrics_are_open_without_a_configured_token(client) -> None:  # type: ignore[no-untyped-def]
+    assert client.get("/metrics").status_code == 200
+
+
+def test_a_configured_token_is_required(guarded_client) -> None:  # type: ignore[no-untyped-def]
+    r = guarded_client.get("/metrics")
+    assert r.status_code == 401 and r.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_a_wrong_token_is_refused(guarded_client) -> None:  # type: ignore[no-untyped-def]
+    r = guarded_client.get("/metrics", headers={"Authorization": "Bearer scrape-token-wrong"})
+    assert r.status_code == 401
+
+
+def test_the_configured_token_reads_the_metrics(guarded_client) -> None:  # type: ignore[no-untyped-def]
+    r = guarded_client.get(
+        "/metrics", headers={"Authorization": "Bearer scrape-token-0123456789"}
+    )
+    assert r.status_code == 200 and "repic_http_request_seconds" in r.text

@@ -17,12 +17,73 @@ def test_missing_caption_model_falls_back_to_tiny_with_warnings(settings_factory
     assert any("/nonexistent/qwen-vl" in w and "tiny" in w for w in container.warnings)
     assert any("/nonexistent/qwen-vl" in r.getMessage() for r in caplog.records)
     with TestClient(create_app(container=container)) as client:
-        ready = client.get("/api/ready").json()
+        from tests.utils.users import make_admin
+
+        ready = client.get("/api/ready", headers=make_admin(client, "root")).json()
         assert any("/nonexistent/qwen-vl" in w for w in ready["warnings"])
         assert ready["models"]["caption"]["tiny"] is True
-        page = client.get("/login").text
-        assert 'data-testid="model-warning"' in page and "/nonexistent/qwen-vl" in page
     container.close()
+
+
+@pytest.fixture
+def demo_client(settings_factory):  # type: ignore[no-untyped-def]
+    """An app whose configured caption model is a hub id that was never downloaded."""
+    from app.main import create_app
+    from app.model_services import ModelLoading
+    from app.wiring import build_container
+
+    container = build_container(settings_factory(caption={"model": "test-org/absent-vlm"}),
+                                ModelLoading.ALL)
+    with TestClient(create_app(container=container)) as client:
+        yield client
+    container.close()
+
+
+def test_a_hub_model_not_downloaded_is_not_fetched_and_names_the_pull_command(
+    demo_client,  # type: ignore[no-untyped-def]
+) -> None:
+    warnings = demo_client.app.state.container.warnings
+    assert any("not downloaded (run `repic models pull test-org/absent-vlm`)" in w
+               for w in warnings)
+
+
+def test_anonymous_visitors_see_no_model_banner(demo_client) -> None:  # type: ignore[no-untyped-def]
+    assert 'data-testid="model-warning"' not in demo_client.get("/login").text
+
+
+def test_signed_in_users_see_one_short_demo_banner(demo_client) -> None:  # type: ignore[no-untyped-def]
+    from tests.utils.users import browser_register
+
+    browser_register(demo_client)
+    page = demo_client.get("/concepts").text
+    assert page.count('data-testid="model-warning"') == 1
+    assert "Demo models" in page and "repic models pull" in page
+    assert "absent-vlm" not in page  # the details are on the admin Models page
+
+
+def test_admin_models_api_lists_each_model_with_its_fix(demo_client) -> None:  # type: ignore[no-untyped-def]
+    from tests.utils.users import make_admin
+
+    admin = make_admin(demo_client, "root")
+    body = demo_client.get("/api/admin/models", headers=admin).json()
+    caption = next(m for m in body["models"] if m["role"] == "caption")
+    assert (caption["present"], caption["stand_in"]) == (False, True)
+    assert caption["fix"] == "repic models pull test-org/absent-vlm"
+    embedder = next(m for m in body["models"] if m["role"] == "embedder")
+    assert embedder["present"] is True and embedder["loaded"] is True
+
+
+def test_admin_models_page_shows_the_fix(demo_client) -> None:  # type: ignore[no-untyped-def]
+    from app.db import session_scope
+    from app.services.users import create_admin
+    from tests.utils.users import PASSWORD, browser_login
+
+    with session_scope(demo_client.app.state.container.session_factory) as session:
+        create_admin(session, "root", PASSWORD)
+    browser_login(demo_client, "root")
+    page = demo_client.get("/admin/models").text
+    assert "repic models pull test-org/absent-vlm" in page
+    assert "not downloaded" in page
 
 
 def test_missing_embedder_falls_back_to_tiny(settings_factory) -> None:

@@ -27,8 +27,8 @@ def test_caption_a_photo(page) -> None:
     assert chips.count() >= 1
     assert "<bo>" in chips.first.inner_text() and "pinned" in chips.first.inner_text()
     assert "tiny test model" in page.inner_text("#caption-meta")
-    # captions from the tiny model are announced on every page
-    assert "tiny" in page.inner_text("[data-testid=model-warning]")
+    # demo models are announced on every page, in one line
+    assert "Demo models" in page.inner_text("[data-testid=model-warning]")
     page.reload()
     assert page.locator("#history tr[data-caption-id]").count() == 1
     page.click("#history button[data-feedback=accepted]")

@@ -116,3 +116,30 @@ def test_serve_runs_uvicorn_without_its_server_banner(settings_factory, monkeypa
     assert r.exit_code == 0, r.output
     (kwargs,) = calls
     assert kwargs["server_header"] is False
+
+
+def _unreachable_database(settings_factory, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from tests.utils.server import free_port
+
+    url = f"postgresql+psycopg://repic:db-pass-123@127.0.0.1:{free_port()}/repic"
+    settings = settings_factory(database={"url": url}, worker={"embedded_worker": False})
+    monkeypatch.setattr("app.cli.get_settings", lambda: settings)
+
+
+def test_serve_with_an_unreachable_database_is_one_line(settings_factory, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import uvicorn
+
+    _unreachable_database(settings_factory, monkeypatch)
+    monkeypatch.setattr(uvicorn, "run", lambda target, **kwargs: pytest.fail("uvicorn started"))
+    r = runner.invoke(app, ["serve", "--no-migrate"])
+    assert r.exit_code == 2
+    (line,) = r.output.strip().splitlines()
+    assert "REPIC_DATABASE__URL" in line and "db-pass-123" not in line
+
+
+def test_worker_with_an_unreachable_database_is_one_line(settings_factory, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    _unreachable_database(settings_factory, monkeypatch)
+    r = runner.invoke(app, ["worker", "--queues", "cpu"])
+    assert r.exit_code == 2
+    (line,) = r.output.strip().splitlines()
+    assert "REPIC_DATABASE__URL" in line and "db-pass-123" not in line

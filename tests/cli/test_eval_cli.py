@@ -173,3 +173,36 @@ def test_run_evaluates_a_version_in_process(cli_settings) -> None:  # type: igno
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout[r.stdout.index("{") :])
     assert out["state"] == "succeeded" and out["slots"] == 1 and out["setting"] == "skip"
+
+
+def test_4_concept_benchmark_imports_as_shipped_and_evaluates(cli_settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from app.services.versions import VersionService
+    from app.wiring import build_container
+    from tests.utils.repic_benchmark import four_concept_repository
+
+    _users(cli_settings, "alice")
+    db, queries = four_concept_repository(tmp_path / "RePIC")
+    r = runner.invoke(app, ["eval", "import-db", str(db), "--user", "alice"])
+    assert r.exit_code == 0, r.output
+    assert "black widow" in json.loads(r.output)["created"]
+    r = runner.invoke(
+        app, ["eval", "import-queries", str(queries), "--user", "alice", "--name", "four"]
+    )
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output) | {"id": 0} == {
+        "id": 0,
+        "name": "four",
+        "queries": 3,
+        "case_sensitive": False,
+    }
+    container = build_container(cli_settings)
+    try:
+        with container.session_factory() as session:
+            base = VersionService(container.session_factory, "tiny").ensure_base(session)
+    finally:
+        container.close()
+    r = runner.invoke(app, ["eval", "run", "--version", str(base.id), "--set", "four"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout[r.stdout.index("{") :])
+    assert out["state"] == "succeeded" and out["slots"] == 12
+    assert all(isinstance(out[m], float) for m in ("precision", "recall", "f1"))

@@ -20,6 +20,4 @@ def built(
     concepts: list[ConceptPhotos], tmp_path_factory: pytest.TempPathFactory
 ) -> list[TrainingRecord]:
     out = tmp_path_factory.mktemp("composites")
-    return build_concept_records(
-        concepts, out, BuildOptions(num_records=200, seed=3, max_pixels=160 * 160)
-    )
+    return build_concept_records(concepts, out, BuildOptions(num_records=200, seed=3))

@@ -22,7 +22,9 @@ def test_defaults_are_the_papers() -> None:
     assert (args.prompts_per_step, args.temperature, args.top_k) == (2, 1.0, 50)
     assert (args.max_completion_length, args.loss_type, args.epsilon) == (256, "grpo", 0.2)
     assert (args.lora_r, args.lora_alpha, args.lora_dropout) == (64, 128, 0.05)
-    assert args.max_pixels == 1024 * 28 * 28
+    # The original trainer's image sizes (REPIC_SPEC.md §8.3), not serving's 1024*28*28 cap.
+    assert args.pre_resize is True
+    assert (args.min_pixels, args.max_pixels) == (3136, 12845056)
 
 
 def test_paper_yaml_matches_the_defaults() -> None:
@@ -76,3 +78,20 @@ def test_max_steps_is_minus_one_or_positive(steps: int) -> None:
 def test_num_train_epochs_is_positive(epochs: float) -> None:
     with pytest.raises(ValueError, match="num_train_epochs must be > 0"):
         load_args(None, [f"num_train_epochs={epochs}"])
+
+
+def test_the_loss_is_grpo_by_default_or_gspo() -> None:
+    assert RepicTrainingArguments().loss == "grpo"
+    assert load_args(None, ["loss=gspo"]).loss == "gspo"
+    with pytest.raises(ValueError, match="loss must be one of \\('grpo', 'gspo'\\), got 'ppo'"):
+        load_args(None, ["loss=ppo"])
+
+
+def test_the_qwen3_vl_configuration_trains_with_gspo() -> None:
+    args = load_args(CONFIG_DIR / "qwen3vl.yaml")
+    assert args.model_name_or_path == "Qwen/Qwen3-VL-8B-Instruct"
+    assert args.loss == "gspo"
+    # The rest is the paper's recipe, LoRA scope included (vLLM serves the adapter).
+    paper = load_args(CONFIG_DIR / "paper.yaml")
+    assert (args.lora_r, args.lora_alpha, args.lora_target_modules, args.num_generations) == (
+        paper.lora_r, paper.lora_alpha, paper.lora_target_modules, paper.num_generations)

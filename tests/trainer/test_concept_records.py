@@ -8,8 +8,16 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from app.ml.images import target_size
-from app.ml.prompt import DETAIL_QUESTION
+from app.ml.instructions import (
+    DETAIL_QUESTION,
+    ICT_MULTI_PREAMBLES,
+    ICT_SINGLE_PREAMBLE,
+    ICT_SUFFIXES,
+    IOU_SUFFIX,
+    OCT_PREAMBLE,
+    QUESTION_POOLS,
+    YES_NO_SUFFIX,
+)
 from tests.trainer.factories import COLOURS
 from trainer.concept_records import BuildOptions, ConceptPhotos, TaskMix, build_concept_records
 from trainer.records import TrainingRecord
@@ -95,10 +103,8 @@ def test_multi_ict_composite_written_with_correct_boxes(
         assert 2 <= len(refs) == len(names) <= 3
         assert names == [f"<{{name{i}}}>" for i in range(len(refs))]
         assert Path(canvas).is_file()
-        with Image.open(canvas) as img:
-            assert list(img.size) == record.meta["view_size"]
-            assert img.width % 28 == 0 and img.height % 28 == 0
         by_id = {c.concept_id: c for c in concepts}
+        # Boxes are in the canvas file's own pixels: the reader maps them into the model view.
         for ref, box, cid in zip(
             refs, record.meta["boxes"], record.meta["concept_ids"], strict=True
         ):
@@ -124,24 +130,138 @@ def test_vlt_from_composite_box_points_at_the_named_category(
         assert _close(_colour_at(canvas, record.solution), COLOURS[int(cid[2:])])
 
 
-def test_vlt_from_box_annotation_scaled_to_model_view(tmp_path: Path) -> None:
+def test_vlt_from_box_annotation_keeps_the_photos_own_pixels(tmp_path: Path) -> None:
     photo = tmp_path / "big.png"
     img = Image.new("RGB", (1000, 500), (0, 0, 0))
     img.paste((255, 0, 0), (100, 50, 300, 250))
     img.save(photo)
     concept = ConceptPhotos("x", "Rex", "a dog", "dog", [photo], {photo: (100, 50, 300, 250)})
-    options = BuildOptions(
-        num_records=3, mix=TaskMix(oct=0, vlt=1, ict=0, ict_multi=0), max_pixels=280 * 280
-    )
+    options = BuildOptions(num_records=3, mix=TaskMix(oct=0, vlt=1, ict=0, ict_multi=0))
     records = build_concept_records([concept], tmp_path / "out", options)
-    view = target_size(1000, 500, options.min_pixels, options.max_pixels)
-    sx, sy = view[0] / 1000, view[1] / 500
     for record in records:
         assert record.images == [photo]
-        assert record.solution == [
-            round(100 * sx),
-            round(50 * sy),
-            round(300 * sx),
-            round(250 * sy),
-        ]
+        assert record.solution == [100, 50, 300, 250]
         assert record.meta["kind"] == "vlt_annotation"
+
+
+def _boxed_photo(tmp_path: Path, name: str) -> Path:
+    photo = tmp_path / f"{name}.png"
+    img = Image.new("RGB", (400, 300), (0, 0, 0))
+    img.paste((255, 0, 0), (40, 30, 200, 150))
+    img.save(photo)
+    return photo
+
+
+def test_vlt_from_a_detected_box_is_the_real_photo_labelled_so(tmp_path: Path) -> None:
+    photo = _boxed_photo(tmp_path, "p")
+    concept = ConceptPhotos("x", "Rex", "", "dog", [photo], {photo: (40, 30, 200, 150)},
+                            box_sources={photo: "detector"})
+    options = BuildOptions(num_records=4, mix=TaskMix(oct=0, vlt=1, ict=0, ict_multi=0))
+    records = build_concept_records([concept], tmp_path / "out", options)
+    assert {r.meta["kind"] for r in records} == {"vlt_detected_box"}
+    assert all(r.images == [photo] and r.solution == [40, 30, 200, 150] for r in records)
+
+
+def test_composites_are_only_the_fallback_for_photos_without_a_box(tmp_path: Path) -> None:
+    boxed = _boxed_photo(tmp_path, "boxed")
+    plain = tmp_path / "plain.png"
+    Image.new("RGB", (80, 60), (0, 0, 255)).save(plain)
+    with_box = ConceptPhotos("a", "Rex", "", "dog", [boxed], {boxed: (40, 30, 200, 150)},
+                             box_sources={boxed: "detector"})
+    without = ConceptPhotos("b", "Mia", "", "cat", [plain])
+    options = BuildOptions(num_records=20, mix=TaskMix(oct=0, vlt=1, ict=0, ict_multi=0))
+    records = build_concept_records([with_box, without], tmp_path / "out", options)
+    assert {r.meta["kind"] for r in records} == {"vlt_detected_box"}
+    alone = build_concept_records([without], tmp_path / "out2", options)
+    assert {r.meta["kind"] for r in alone} == {"vlt_composite"}
+
+
+def test_the_referring_expression_comes_from_the_category_or_the_description(
+    tmp_path: Path,
+) -> None:
+    photo = _boxed_photo(tmp_path, "p")
+    concept = ConceptPhotos("x", "Rex", "A corgi with a red collar.", "dog", [photo],
+                            {photo: (40, 30, 200, 150)})
+    options = BuildOptions(num_records=40, mix=TaskMix(oct=0, vlt=1, ict=0, ict_multi=0))
+    records = build_concept_records([concept], tmp_path / "out", options)
+    said = {e for r in records for e in ("the dog", "the corgi with a red collar")
+            if e in r.problem}
+    assert said == {"the dog", "the corgi with a red collar"}
+
+
+def test_a_description_that_is_no_short_noun_phrase_is_not_an_expression() -> None:
+    from trainer.concept_records import referring_expressions
+
+    assert referring_expressions("dog", "Rex loves the beach and barks at seagulls.") == [
+        "the dog"]
+    assert referring_expressions("", "an old brass lamp") == ["the old brass lamp"]
+    assert referring_expressions("", "") == ["the object"]
+
+
+# --------------------------------------------------------------------------- instruction texts
+
+
+def _question_of(record: TrainingRecord) -> str:
+    """The pool question a record's problem was built from (the problem must end with it)."""
+    name = "<{name0}>"
+    for question in QUESTION_POOLS[record.task]:
+        if record.task == "vlt":
+            head, _, tail = question.partition("<name>")
+            if record.problem.startswith(head) and record.problem.endswith(tail):
+                return question
+        elif record.problem.endswith(" " + question.replace("<name>", name)):
+            return question
+    raise AssertionError(f"no pool question ends {record.problem!r}")
+
+
+def test_problems_are_a_preamble_and_a_question_of_the_tasks_pool(
+    built: list[TrainingRecord],
+) -> None:
+    preambles = {
+        "oct": [OCT_PREAMBLE],
+        "ict": [ICT_SINGLE_PREAMBLE],
+        "ict_multi": list(ICT_MULTI_PREAMBLES),
+    }
+    for record in built:
+        _question_of(record)  # VLT: the question alone, its expression in the name's place
+        if record.task == "vlt":
+            continue
+        heads = [p.split("{", 1)[0] for p in preambles[record.task]]
+        assert any(record.problem.startswith(h) for h in heads), record.problem
+
+
+def test_questions_cover_the_pools_and_follow_the_seed(
+    concepts: list[ConceptPhotos], tmp_path: Path
+) -> None:
+    options = BuildOptions(num_records=400, seed=11)
+    records = build_concept_records(concepts, tmp_path / "a", options)
+    again = build_concept_records(concepts, tmp_path / "b", options)
+    other = build_concept_records(concepts, tmp_path / "c", BuildOptions(num_records=400, seed=12))
+    assert [r.problem for r in records] == [r.problem for r in again]
+    assert [r.problem for r in records] != [r.problem for r in other]
+    asked = {t: {_question_of(r) for r in records if r.task == t} for t in ("oct", "vlt", "ict")}
+    assert asked["oct"] == set(QUESTION_POOLS["oct"])
+    assert asked["vlt"] == set(QUESTION_POOLS["vlt"])
+    assert len(asked["ict"]) > 15
+    multis = [r for r in records if r.task == "ict_multi"]
+    variants = {
+        next(
+            i for i, p in enumerate(ICT_MULTI_PREAMBLES) if r.problem.startswith(p.split("{", 1)[0])
+        )
+        for r in multis
+    }
+    assert variants == {0, 1, 2, 3}
+
+
+def test_stored_problems_carry_no_suffix(built: list[TrainingRecord]) -> None:
+    suffixes = (YES_NO_SUFFIX, IOU_SUFFIX, *ICT_SUFFIXES)
+    assert not [r.problem for r in built if r.problem.endswith(suffixes)]
+
+
+def test_concept_records_doctests_pass() -> None:
+    import doctest
+
+    from trainer import concept_records
+
+    result = doctest.testmod(concept_records)
+    assert result.attempted >= 2 and result.failed == 0

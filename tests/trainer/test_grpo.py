@@ -286,6 +286,51 @@ def test_names_fixed_within_a_group_and_redrawn_each_epoch(
     assert not any(f"<{c.name}>" in per_epoch[0].values() for c in toy_concepts)
 
 
+def test_suffix_shared_within_a_group_and_drawn_again_each_epoch(
+    tiny_base: Path,
+    toy_concepts: list[ConceptPhotos],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from app.ml.instructions import ICT_SUFFIXES
+
+    seen: list[dict[int, set[str]]] = []
+
+    def spy(prompts: Any, completions: list[Any], **kwargs: Any) -> list[float | None]:
+        texts: dict[int, set[str]] = {}
+        for uid, prompt in zip(kwargs["uid"], prompts, strict=True):
+            texts.setdefault(uid, set()).add(prompt[-1]["content"][-1]["text"])
+        seen.append(texts)
+        return repic_reward(prompts, completions, **kwargs)
+
+    spy.__name__ = "repic"
+    monkeypatch.setattr(grpo, "repic_reward", spy)
+    args = _args(
+        tiny_base,
+        tmp_path,
+        num_concept_records=2,
+        mix_oct=0,
+        mix_vlt=0,
+        mix_ict=1,
+        mix_ict_multi=0,
+        fake_names=False,
+        max_steps=-1,
+        num_train_epochs=6,
+        max_completion_length=4,
+    )
+    main(args, concepts=toy_concepts)
+    assert len(seen) == 6
+    assert all(len(texts) == 1 for step in seen for texts in step.values())  # one per group
+    per_record: dict[int, set[str]] = {}
+    for step in seen:
+        for uid, texts in step.items():
+            per_record.setdefault(uid, set()).update(
+                next((s for s in ICT_SUFFIXES if t.endswith(s)), "") for t in texts
+            )
+    # Drawn per epoch, not baked into the record: a record meets more than one suffix.
+    assert any(len(endings) > 1 for endings in per_record.values())
+
+
 # --------------------------------------------------------------------------- serving
 
 

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from app.ml.prompt import oct_problem
+from app.ml.instructions import ICT_SUFFIXES, IOU_SUFFIX, YES_NO_SUFFIX, oct_problem
 from tests.trainer.factories import solid
 from trainer.records import DatasetError, TrainingRecord, load_records, summarize
+from trainer.rewards import compute_reward
 
 pytestmark = pytest.mark.nodb
 
@@ -26,7 +27,7 @@ def _write_images(root: Path) -> None:
 GOOD = [
     {
         "image": ["img/a.jpg", "img/b.jpg"],
-        "problem": oct_problem("Bo"),
+        "problem": oct_problem("Bo", "Is <name> in this image?"),
         "solution": "yes",
         "task": "oct",
     },
@@ -93,11 +94,15 @@ BAD = [
     ),
     (
         {"image": "img/a.jpg", "problem": "p", "solution": [1, 2, 3], "task": "vlt"},
-        "field 'solution': expected 4 integers",
+        "field 'solution': expected 4 numbers",
     ),
     (
-        {"image": "img/a.jpg", "problem": "p", "solution": [1, 2, 3.5, 4], "task": "vlt"},
-        "field 'solution': expected 4 integers",
+        {"image": "img/a.jpg", "problem": "p", "solution": [1, 2, 3.5, "x"], "task": "vlt"},
+        "field 'solution': expected 4 numbers",
+    ),
+    (
+        {"image": "img/a.jpg", "problem": "p", "solution": [30, 2, 3, 40], "task": "vlt"},
+        "field 'solution': expected a box [x1, y1, x2, y2] with x2>x1",
     ),
     (
         {"image": "img/a.jpg", "problem": "p", "solution": "Bo", "task": "ict"},
@@ -145,6 +150,73 @@ def test_every_bad_record_is_reported(tmp_path: Path) -> None:
         "record 1 (line 2)",
         "record 2 (line 3)",
     ]
+
+
+# --------------------------------------------------------------------------- original schema
+
+#: Records as the original RePIC code stores them: ``accu_reward_method``, problems without
+#: suffixes, images relative to an image root, float or string boxes, verbose yes/no.
+ORIGINAL = [
+    {
+        "image": ["img/a.jpg", "img/b.jpg"],
+        "problem": oct_problem("Bo", "Is <name> in this image?"),
+        "solution": "Yes, it is.",
+        "accu_reward_method": "yes_no",
+    },
+    {
+        "image": ["img/a.jpg", "img/c.jpg"],
+        "problem": oct_problem("Bo", "Do you see <name> in the photo?"),
+        "solution": "No.",
+        "accu_reward_method": "yes_no",
+    },
+    {
+        "image": "img/c.jpg",
+        "problem": "Give the dog's bounding box in the image.",
+        "solution": [1.5, 2.0, 30.25, 40.0],
+        "accu_reward_method": "iou",
+    },
+    {
+        "image": "img/c.jpg",
+        "problem": "Mark the dog's bounding box within the image.",
+        "solution": "[1, 2, 30, 40]",
+        "accu_reward_method": "iou",
+    },
+]
+
+
+def test_original_schema_imports_verbose_answers_and_float_boxes(tmp_path: Path) -> None:
+    _write_images(tmp_path / "root")
+    path = tmp_path / "original.json"
+    path.write_text(json.dumps(ORIGINAL))
+    records = load_records(path, image_root=tmp_path / "root")
+    assert [r.task for r in records] == ["oct", "oct", "vlt", "vlt"]
+    assert records[0].images == [tmp_path / "root/img/a.jpg", tmp_path / "root/img/b.jpg"]
+    assert [r.problem for r in records] == [r["problem"] for r in ORIGINAL]
+    assert records[2].solution == [1.5, 2.0, 30.25, 40.0]
+    assert records[3].solution == [1, 2, 30, 40]
+    # The rewards read the stored solutions as the original's do.
+    for record, raw in zip(records[:2], ORIGINAL[:2], strict=True):
+        for answer in ("yes", "no"):
+            assert compute_reward("oct", answer, record.solution) == compute_reward(
+                "yes_no", answer, raw["solution"]
+            )
+    assert records[0].solution == "yes" and records[1].solution == "no"
+
+
+@pytest.mark.parametrize("suffix", [YES_NO_SUFFIX, IOU_SUFFIX, *ICT_SUFFIXES])
+def test_a_suffix_baked_into_a_file_is_taken_off_so_it_is_not_doubled(
+    tmp_path: Path, suffix: str
+) -> None:
+    _write_images(tmp_path)
+    task, solution = {
+        YES_NO_SUFFIX: ("oct", "yes"),
+        IOU_SUFFIX: ("vlt", [1, 2, 30, 40]),
+    }.get(suffix, ("ict", "<Bo>"))
+    path = tmp_path / "baked.jsonl"
+    raw = {"image": "img/a.jpg", "problem": "Q?" + suffix, "solution": solution, "task": task}
+    path.write_text(json.dumps(raw) + "\n")
+    (record,) = load_records(path)
+    assert record.problem == "Q?"
 
 
 # --------------------------------------------------------------------------- summary

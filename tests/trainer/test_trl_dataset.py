@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import types
+from collections import Counter
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from tests.trainer.factories import COLOURS
+from app.ml.instructions import ICT_SUFFIXES, IOU_SUFFIX, YES_NO_SUFFIX
+from tests.trainer.factories import COLOURS, solid
 from trainer.fake_names import FakeNameSampler
+from trainer.model_view import model_view_size, scale_box
 from trainer.records import TrainingRecord
 from trainer.trl_dataset import RecordTransform, epoch_names_callback, to_trl_dataset
 
@@ -90,3 +94,108 @@ def test_epoch_callback_redraws_names() -> None:
     callback = epoch_names_callback(transform)
     callback.on_epoch_begin(None, types.SimpleNamespace(epoch=1.0), None)
     assert transform.epoch == 1
+
+
+# --------------------------------------------------------------------------- suffixes + views
+
+
+def _file_record(tmp_path: Path, task: str, images: int, solution: object) -> TrainingRecord:
+    paths = [solid(tmp_path / f"{task}_{i}.png", COLOURS[i % len(COLOURS)]) for i in range(images)]
+    return TrainingRecord(list(paths), f"Problem of {task}.", solution, task)  # type: ignore[arg-type]
+
+
+def _user_text(row: dict) -> str:
+    (message,) = row["prompt"]
+    return message["content"][-1]["text"]
+
+
+def test_ict_suffix_is_drawn_when_read_and_redrawn_each_epoch(tmp_path: Path) -> None:
+    record = _file_record(tmp_path, "ict", 2, "<Bo>")
+    dataset, transform = to_trl_dataset([record], None)
+    texts = []
+    for epoch in range(400):
+        transform.epoch = epoch
+        text = _user_text(dataset[0])
+        assert _user_text(dataset[0]) == text  # the G reads of one epoch share the suffix
+        texts.append(text)
+    assert record.problem == "Problem of ict."  # nothing is baked into the record
+    counts = Counter(texts)
+    assert set(counts) == {record.problem + s for s in ("", *ICT_SUFFIXES)}
+    assert 0.5 < counts[record.problem] / len(texts) < 0.7
+
+
+def test_suffix_draws_follow_the_seed(tmp_path: Path) -> None:
+    records = [_file_record(tmp_path, "ict", 2, "<Bo>") for _ in range(30)]
+    draws = []
+    for seed in (0, 0, 1):
+        dataset, _ = to_trl_dataset(records, None, seed=seed)
+        draws.append([_user_text(dataset[i]) for i in range(len(records))])
+    assert draws[0] == draws[1] != draws[2]
+
+
+@pytest.mark.parametrize(
+    ("task", "solution", "suffix"),
+    [("oct", "yes", YES_NO_SUFFIX), ("vlt", [1, 1, 20, 20], IOU_SUFFIX)],
+)
+def test_oct_and_vlt_always_get_their_suffix(
+    tmp_path: Path, task: str, solution: object, suffix: str
+) -> None:
+    dataset, transform = to_trl_dataset([_file_record(tmp_path, task, 1, solution)], None)
+    for epoch in range(5):
+        transform.epoch = epoch
+        assert _user_text(dataset[0]) == f"Problem of {task}.{suffix}"
+
+
+def test_multi_image_vlt_gets_every_image_not_the_originals_single_placeholder(
+    tmp_path: Path,
+) -> None:
+    dataset, _ = to_trl_dataset([_file_record(tmp_path, "vlt", 3, [1, 1, 20, 20])], None)
+    row = dataset[0]
+    placeholders = [c for c in row["prompt"][0]["content"] if c["type"] == "image"]
+    assert len(placeholders) == len(row["images"]) == 3
+    assert _user_text(row).endswith(IOU_SUFFIX)
+
+
+def test_single_image_multi_ict_is_asked_for_a_caption_not_a_box(tmp_path: Path) -> None:
+    dataset, transform = to_trl_dataset([_file_record(tmp_path, "ict_multi", 1, ["<A>"])], None)
+    for epoch in range(20):
+        transform.epoch = epoch
+        assert IOU_SUFFIX not in _user_text(dataset[0])
+
+
+def test_vlt_box_is_mapped_into_the_frame_the_model_sees(tmp_path: Path) -> None:
+    path = tmp_path / "big.png"
+    Image.new("RGB", (2000, 1000), (0, 0, 0)).save(path)
+    record = TrainingRecord([path], "Where?", [200, 100, 600, 500], "vlt")
+    dataset, _ = to_trl_dataset([record], None)
+    row = dataset[0]
+    view = model_view_size(2000, 1000, 1)
+    assert view == (2044, 1036)  # pre-resized to a shorter side of 1024, then to 28s
+    assert row["images"][0].size == view
+    assert row["solution"] == scale_box([200, 100, 600, 500], (2000, 1000), view)
+    assert row["solution"] == [204, 104, 613, 518]
+
+
+def test_reference_and_query_images_follow_the_several_images_rule(tmp_path: Path) -> None:
+    paths = []
+    for i in range(2):
+        paths.append(tmp_path / f"p{i}.png")
+        Image.new("RGB", (1000, 800), COLOURS[i]).save(paths[-1])
+    dataset, _ = to_trl_dataset([TrainingRecord(paths, "Caption?", "<Bo>", "ict")], None)
+    sizes = [im.size for im in dataset[0]["images"]]
+    assert sizes == [model_view_size(1000, 800, 2)] * 2
+    assert sizes[0][1] == 504  # shorter side 512, rounded to a multiple of 28
+
+
+def test_qwen3_vl_sees_sides_in_32s_and_boxes_on_its_relative_grid(tmp_path: Path) -> None:
+    from trainer.model_family import QWEN3_VL
+
+    path = tmp_path / "big.png"
+    Image.new("RGB", (2000, 1000), (0, 0, 0)).save(path)
+    record = TrainingRecord([path], "Where?", [200, 100, 600, 500], "vlt")
+    dataset, _ = to_trl_dataset([record], None, family=QWEN3_VL)
+    row = dataset[0]
+    view = model_view_size(2000, 1000, 1, factor=32)
+    assert view == (2048, 1024) and row["images"][0].size == view
+    # Qwen3-VL answers on a 0..1000 grid of the image, whatever its size.
+    assert row["solution"] == [100, 100, 300, 500]

@@ -2,30 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, File, Request, UploadFile, status
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import AdminUser, ContainerDep, RetrievalDep, SessionDep
+from app.api.params import JsonObject, Text
 from app.api.routes.jobs import JobPublic, job_public
-from app.api.uploads import UploadKind
+from app.api.uploads import UploadKind, file_name
 from app.errors import NotFound
 from app.logging_setup import request_id_var
 from app.services.job_kinds import JobKind
+from app.services.model_catalog import models_report
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
 
 class TrainingJobCreate(BaseModel):
-    dataset: str = Field(
+    dataset: Text = Field(
         "concepts",
         examples=["concepts"],
         description="concepts (opted-in concepts), file (an uploaded dataset) or both",
     )
-    dataset_id: str | None = Field(None, description="Id from POST /api/admin/datasets.")
-    overrides: dict[str, Any] = Field(
+    dataset_id: Text | None = Field(None, description="Id from POST /api/admin/datasets.")
+    overrides: JsonObject = Field(
         default_factory=dict,
         examples=[{"max_steps": 200, "learning_rate": 1e-5}],
         description="RepicTrainingArguments fields to override.",
@@ -74,10 +76,9 @@ async def upload_dataset(
         UploadKind.DATASET,
     ],
 ) -> DatasetPublic:
+    name = file_name(file) or "dataset.jsonl"
     data = await file.read()
-    meta = await run_in_threadpool(
-        container.training.store_dataset, file.filename or "dataset.jsonl", data
-    )
+    meta = await run_in_threadpool(container.training.store_dataset, name, data)
     return DatasetPublic(**meta)
 
 
@@ -110,6 +111,35 @@ def index_status(user: AdminUser, retrieval: RetrievalDep) -> IndexStatus:
     the changes other processes committed)."""
     retrieval.index.maybe_refresh()
     return IndexStatus(**retrieval.index.status())
+
+
+class ModelPublic(BaseModel):
+    role: str
+    name: str
+    repo_id: str | None
+    present: bool
+    where: str | None
+    size_bytes: int | None
+    loaded: bool
+    stand_in: bool
+    fix: str | None
+
+
+class ModelsPublic(BaseModel):
+    """The configured models: where they are, whether they serve, how to fix a missing one."""
+
+    profile: str
+    offline: bool
+    cache_dir: str
+    models: list[ModelPublic]
+    warnings: list[str]
+    pull_command: str
+
+
+@router.get("/models", response_model=ModelsPublic)
+def list_models(user: AdminUser, container: ContainerDep) -> ModelsPublic:
+    report = models_report(container.settings, container.models.status, container.warnings)
+    return ModelsPublic(**report)
 
 
 @router.post("/index/{action}", response_model=JobPublic, status_code=status.HTTP_201_CREATED)

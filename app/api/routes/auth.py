@@ -1,21 +1,27 @@
-"""Accounts over the API: register, obtain a bearer token, personal API tokens."""
+"""Accounts over the API: register, obtain a bearer token (throttled), personal API tokens,
+change the password, log out everywhere."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, status
+from fastapi import APIRouter, Form, Request, status
 
-from app.api.deps import ContainerDep, CurrentUser, SessionDep
+from app.api.deps import AccountsDep, ClientDep, ContainerDep, CurrentUser, SessionDep
+from app.api.params import PathId, Text
 from app.api.schemas import (
     ApiTokenCreated,
     ApiTokenPublic,
     ApiTokensPublic,
+    LogoutAll,
+    PasswordChange,
+    SessionsEndedPublic,
     TokenCreate,
     TokenResponse,
     UserCreate,
     UserPublic,
 )
+from app.api.session_cookie import session_cookie
 from app.services import users as user_service
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -29,17 +35,67 @@ def register(body: UserCreate, session: SessionDep, container: ContainerDep) -> 
 
 @router.post("/token", response_model=TokenResponse)
 def login_for_token(
-    username: Annotated[str, Form()],
-    password: Annotated[str, Form()],
+    username: Annotated[Text, Form()],
+    password: Annotated[Text, Form()],
     session: SessionDep,
-    container: ContainerDep,
+    accounts: AccountsDep,
+    client: ClientDep,
 ) -> TokenResponse:
-    """OAuth2 password flow: form fields ``username`` and ``password`` -> a bearer token."""
-    user = user_service.authenticate(session, username, password)
-    token, row = user_service.create_token(
-        session, user, "login", ttl_days=container.settings.auth.token_ttl_days
-    )
+    """OAuth2 password flow: form fields ``username`` and ``password`` -> a bearer token.
+
+    Throttled per username and per client address: once the limit of failures is reached the
+    answer is ``429`` with ``Retry-After``, without checking the password."""
+    token, row = accounts.log_in_for_token(session, username, password, client)
     return TokenResponse(access_token=token, expires_at=row.expires_at)
+
+
+@router.post("/password", response_model=SessionsEndedPublic)
+def change_password(
+    body: PasswordChange,
+    request: Request,
+    user: CurrentUser,
+    session: SessionDep,
+    accounts: AccountsDep,
+    client: ClientDep,
+) -> SessionsEndedPublic:
+    """Set a new password; every browser session of the account ends (a caller with a session
+    cookie gets a new one). API tokens stay unless ``revoke_tokens``."""
+    cookie = session_cookie(request)
+    outcome = accounts.change_password(
+        session,
+        user,
+        body.current_password,
+        body.new_password,
+        client,
+        revoke_tokens=body.revoke_tokens,
+        in_browser=cookie.signed_in,
+    )
+    if outcome.new_session is not None:
+        cookie.issue(outcome.new_session)
+    return SessionsEndedPublic(
+        sessions_ended=outcome.sessions_ended, tokens_revoked=outcome.tokens_revoked
+    )
+
+
+@router.post("/logout-all", response_model=SessionsEndedPublic)
+def log_out_everywhere(
+    request: Request,
+    user: CurrentUser,
+    session: SessionDep,
+    accounts: AccountsDep,
+    body: LogoutAll | None = None,
+) -> SessionsEndedPublic:
+    """End every browser session of the account, the caller's own too; API tokens stay unless
+    ``revoke_tokens``."""
+    outcome = accounts.log_out_everywhere(
+        session, user, revoke_tokens=body.revoke_tokens if body else False
+    )
+    cookie = session_cookie(request)
+    if cookie.signed_in:
+        cookie.end()
+    return SessionsEndedPublic(
+        sessions_ended=outcome.sessions_ended, tokens_revoked=outcome.tokens_revoked
+    )
 
 
 @router.get("/me", response_model=UserPublic)
@@ -60,6 +116,6 @@ def create_token(body: TokenCreate, user: CurrentUser, session: SessionDep) -> A
 
 
 @router.delete("/tokens/{token_id}", response_model=ApiTokenPublic)
-def revoke_token(token_id: int, user: CurrentUser, session: SessionDep) -> ApiTokenPublic:
+def revoke_token(token_id: PathId, user: CurrentUser, session: SessionDep) -> ApiTokenPublic:
     row = user_service.revoke_token(session, user, token_id)
     return ApiTokenPublic.model_validate(row)

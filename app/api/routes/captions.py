@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import CaptionBatchesDep, CaptionsDep, ContainerDep, CurrentUser, SessionDep
+from app.api.params import MAX_ID, PathId, Skip, Text
 from app.api.routes.jobs import job_public
 from app.api.uploads import UploadKind, read_valid_images
 from app.errors import InvalidInput
@@ -48,6 +49,10 @@ class CaptionPublic(BaseModel):
     width: int
     height: int
     created_at: dt.datetime
+    #: On the answer to POST only: what retrieval did (threshold, its source, concepts found).
+    retrieval: dict[str, Any] | None = None
+    #: "no known concept found" when retrieval found none of your concepts above the threshold.
+    note: str | None = None
 
 
 class CaptionsPublic(BaseModel):
@@ -57,8 +62,8 @@ class CaptionsPublic(BaseModel):
 
 class CaptionFeedback(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    feedback: str
-    edited_caption: str | None = None
+    feedback: Text
+    edited_caption: Text | None = None
 
 
 def version_summary(version: ModelVersion | None) -> dict[str, Any] | None:
@@ -99,8 +104,11 @@ def _parse_ids(values: list[str]) -> list[int]:
     ids: list[int] = []
     for value in values:
         for part in str(value).replace(",", " ").split():
-            if not part.isdigit():
+            # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+            if not (part.isascii() and part.isdigit()):
                 raise InvalidInput(f"concept_ids must be integers, got {part!r}")
+            if not 1 <= int(part) <= MAX_ID:
+                raise InvalidInput(f"concept_ids must be between 1 and {MAX_ID}, got {part}")
             ids.append(int(part))
     return ids
 
@@ -115,10 +123,15 @@ async def create_caption(
     concept_ids: Annotated[
         list[str], Form(description="Concepts to pin (skip retrieval for them)")
     ] = [],  # noqa: B006 - FastAPI reads the default, never mutates it
-    question: Annotated[str | None, Form(description="Your own question")] = None,
+    question: Annotated[Text | None, Form(description="Your own question")] = None,
     max_new_tokens: Annotated[int | None, Form()] = None,
     retrieve: Annotated[bool, Form(description="Also retrieve concepts")] = True,
     k: Annotated[int | None, Form(description="Concepts to retrieve")] = None,
+    min_score: Annotated[
+        float | None,
+        Form(description="Similarity a retrieved concept must reach (default: your "
+                         "calibrated threshold)"),
+    ] = None,
 ) -> CaptionPublic:
     (valid,) = await read_valid_images([image], container.settings.storage)
     outcome = await service.caption(
@@ -129,9 +142,12 @@ async def create_caption(
         max_new_tokens=max_new_tokens,
         use_retrieval=retrieve,
         k=k,
+        min_score=min_score,
     )
     request.app.state.metrics.observe_caption(outcome.timings_ms)
-    return caption_public(outcome.caption, outcome.model_version)
+    public = caption_public(outcome.caption, outcome.model_version)
+    public.retrieval, public.note = outcome.retrieval, outcome.note
+    return public
 
 
 @router.post("/batch", status_code=status.HTTP_202_ACCEPTED)
@@ -146,7 +162,7 @@ async def create_caption_batch(
         UploadKind.PHOTO_BATCH,
     ],
     concept_ids: Annotated[list[str], Form(description="Concepts to pin for every photo")] = [],  # noqa: B006
-    question: Annotated[str | None, Form()] = None,
+    question: Annotated[Text | None, Form()] = None,
     retrieve: Annotated[bool, Form()] = True,
     max_new_tokens: Annotated[int | None, Form()] = None,
 ) -> dict[str, Any]:
@@ -178,7 +194,7 @@ def list_captions(
     user: CurrentUser,
     session: SessionDep,
     service: CaptionsDep,
-    skip: Annotated[int, Query(ge=0)] = 0,
+    skip: Skip = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> CaptionsPublic:
     rows, count = service.list(session, user, skip, limit)
@@ -187,14 +203,14 @@ def list_captions(
 
 @router.get("/{caption_id}", response_model=CaptionPublic)
 def get_caption(
-    caption_id: int, user: CurrentUser, session: SessionDep, service: CaptionsDep
+    caption_id: PathId, user: CurrentUser, session: SessionDep, service: CaptionsDep
 ) -> CaptionPublic:
     return caption_public(service.get(session, user, caption_id))
 
 
 @router.patch("/{caption_id}", response_model=CaptionPublic)
 def caption_feedback(
-    caption_id: int,
+    caption_id: PathId,
     body: CaptionFeedback,
     user: CurrentUser,
     session: SessionDep,
@@ -207,7 +223,7 @@ def caption_feedback(
 
 @router.get("/{caption_id}/image", response_class=FileResponse)
 def caption_image(
-    caption_id: int, user: CurrentUser, session: SessionDep, service: CaptionsDep
+    caption_id: PathId, user: CurrentUser, session: SessionDep, service: CaptionsDep
 ) -> FileResponse:
     return FileResponse(
         service.caption_image_path(session, user, caption_id),

@@ -9,6 +9,7 @@ from fastapi.responses import FileResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ContainerDep, CurrentUser, SessionDep
+from app.api.params import PathId, Skip, Text
 from app.api.schemas import (
     ConceptPublic,
     ConceptsPublic,
@@ -30,7 +31,7 @@ def list_concepts(
     user: CurrentUser,
     session: SessionDep,
     container: ContainerDep,
-    skip: Annotated[int, Query(ge=0)] = 0,
+    skip: Skip = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> ConceptsPublic:
     rows, count = container.concepts.list(session, user, skip=skip, limit=limit)
@@ -42,14 +43,14 @@ async def create_concept(
     user: CurrentUser,
     session: SessionDep,
     container: ContainerDep,
-    name: Annotated[str, Form()],
+    name: Annotated[Text, Form()],
     images: Annotated[
         list[UploadFile],
         File(description="One or more JPEG/PNG/WebP photos"),
         UploadKind.PHOTOS,
     ],
-    description: Annotated[str, Form()] = "",
-    category: Annotated[str, Form()] = "",
+    description: Annotated[Text, Form()] = "",
+    category: Annotated[Text, Form()] = "",
     use_for_training: Annotated[bool, Form()] = False,
 ) -> ConceptPublic:
     uploads = await read_uploads(images, container.settings.storage.max_upload_bytes)
@@ -69,14 +70,14 @@ async def create_concept(
 
 @router.get("/{concept_id}", response_model=ConceptPublic)
 def get_concept(
-    concept_id: int, user: CurrentUser, session: SessionDep, container: ContainerDep
+    concept_id: PathId, user: CurrentUser, session: SessionDep, container: ContainerDep
 ) -> ConceptPublic:
     return concept_public(container.concepts.get(session, user, concept_id))
 
 
 @router.patch("/{concept_id}", response_model=ConceptPublic)
 def update_concept(
-    concept_id: int,
+    concept_id: PathId,
     body: ConceptUpdate,
     user: CurrentUser,
     session: SessionDep,
@@ -90,7 +91,7 @@ def update_concept(
 
 @router.delete("/{concept_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_concept(
-    concept_id: int, user: CurrentUser, session: SessionDep, container: ContainerDep
+    concept_id: PathId, user: CurrentUser, session: SessionDep, container: ContainerDep
 ) -> Response:
     container.concepts.delete(session, user, concept_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -100,7 +101,7 @@ def delete_concept(
     "/{concept_id}/images", response_model=ImagesPublic, status_code=status.HTTP_201_CREATED
 )
 async def add_images(
-    concept_id: int,
+    concept_id: PathId,
     user: CurrentUser,
     session: SessionDep,
     container: ContainerDep,
@@ -120,8 +121,8 @@ async def add_images(
 
 @router.patch("/{concept_id}/images/{image_id}", response_model=ImagePublic)
 def update_image(
-    concept_id: int,
-    image_id: int,
+    concept_id: PathId,
+    image_id: PathId,
     body: ImageUpdate,
     user: CurrentUser,
     session: SessionDep,
@@ -135,8 +136,8 @@ def update_image(
 
 @router.delete("/{concept_id}/images/{image_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_image(
-    concept_id: int,
-    image_id: int,
+    concept_id: PathId,
+    image_id: PathId,
     user: CurrentUser,
     session: SessionDep,
     container: ContainerDep,
@@ -147,8 +148,8 @@ def delete_image(
 
 @router.get("/{concept_id}/images/{image_id}", response_class=FileResponse)
 def get_image_file(
-    concept_id: int,
-    image_id: int,
+    concept_id: PathId,
+    image_id: PathId,
     user: CurrentUser,
     session: SessionDep,
     container: ContainerDep,
@@ -163,8 +164,8 @@ def get_image_file(
 
 @router.get("/{concept_id}/images/{image_id}/thumbnail", response_class=FileResponse)
 def get_image_thumbnail(
-    concept_id: int,
-    image_id: int,
+    concept_id: PathId,
+    image_id: PathId,
     user: CurrentUser,
     session: SessionDep,
     container: ContainerDep,

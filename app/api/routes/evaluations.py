@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import AdminUser, CurrentUser, EvaluationsDep, EvaluationSetsDep, SessionDep
+from app.api.params import MAX_ID, BodyId, PathId, QueryId, Skip, Text
 from app.api.routes.jobs import JobPublic, job_public
 from app.logging_setup import request_id_var
 from app.models import Caption, Evaluation, EvaluationSet
@@ -21,9 +22,9 @@ router = APIRouter(tags=["evaluations"])
 
 class EvaluationCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    version_id: int = Field(description="Model version to evaluate.")
-    set: int | str = Field(description="Your evaluation set, by id or name.")
-    setting: str = Field(
+    version_id: BodyId = Field(description="Model version to evaluate.")
+    set: BodyId | Text = Field(description="Your evaluation set, by id or name.")
+    setting: Text = Field(
         "skip",
         description="skip (ground truth pinned), retrieval, or wrong "
         "(mismatched demonstrations; lower is better).",
@@ -101,7 +102,7 @@ class EvaluationSetsPublic(BaseModel):
 
 class HeldoutSetCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(description="Name of the new set.")
+    name: Text = Field(description="Name of the new set.")
     case_sensitive: bool = Field(False, description="Compare names case-sensitively.")
 
 
@@ -170,7 +171,7 @@ def create_heldout_set(
 
 @router.get("/evaluation-sets/{set_id}", response_model=EvaluationSetPublic)
 def get_set(
-    set_id: int, user: CurrentUser, session: SessionDep, sets: EvaluationSetsDep
+    set_id: PathId, user: CurrentUser, session: SessionDep, sets: EvaluationSetsDep
 ) -> EvaluationSetPublic:
     return set_public(sets.get(session, user, set_id))
 
@@ -208,9 +209,9 @@ def list_evaluations(
     user: AdminUser,
     session: SessionDep,
     service: EvaluationsDep,
-    version_id: int | None = None,
-    set_id: int | None = None,
-    skip: Annotated[int, Query(ge=0)] = 0,
+    version_id: QueryId = None,
+    set_id: QueryId = None,
+    skip: Skip = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> EvaluationsPublic:
     rows, count = service.list(
@@ -226,10 +227,10 @@ def compare_versions(
     user: AdminUser,
     session: SessionDep,
     service: EvaluationsDep,
-    a: Annotated[int, Query(description="First model version id.")],
-    b: Annotated[int, Query(description="Second model version id.")],
-    set: Annotated[str, Query(description="Your evaluation set, by id or name.")],  # noqa: A002
-    setting: str = "skip",
+    a: Annotated[int, Query(ge=1, le=MAX_ID, description="First model version id.")],
+    b: Annotated[int, Query(ge=1, le=MAX_ID, description="Second model version id.")],
+    set: Annotated[Text, Query(description="Your evaluation set, by id or name.")],  # noqa: A002
+    setting: Text = "skip",
     failures: bool = False,
 ) -> ComparePublic:
     """The captions of two versions for the same photos side by side (latest evaluations)."""
@@ -260,7 +261,7 @@ def compare_versions(
 
 @router.get("/evaluations/{evaluation_id}", response_model=EvaluationDetail)
 def get_evaluation(
-    evaluation_id: int,
+    evaluation_id: PathId,
     user: AdminUser,
     session: SessionDep,
     service: EvaluationsDep,

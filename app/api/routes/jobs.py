@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from app.api.deps import ContainerDep, CurrentUser, SessionDep
+from app.api.params import PathId, Skip, Text
 from app.models import Job
 from app.services.jobs import heartbeat_age_s
 
@@ -87,10 +88,10 @@ def list_jobs(
     user: CurrentUser,
     session: SessionDep,
     container: ContainerDep,
-    skip: Annotated[int, Query(ge=0)] = 0,
+    skip: Skip = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    kind: str | None = None,
-    state: str | None = None,
+    kind: Text | None = None,
+    state: Text | None = None,
 ) -> JobsPublic:
     rows, count = container.jobs.list(
         session, user, skip=skip, limit=limit, kind=kind, state=state
@@ -105,7 +106,7 @@ def list_jobs(
 
 @router.get("/{job_id}", response_model=JobPublic)
 def get_job(
-    job_id: int, user: CurrentUser, session: SessionDep, container: ContainerDep
+    job_id: PathId, user: CurrentUser, session: SessionDep, container: ContainerDep
 ) -> JobPublic:
     return job_public(
         container.jobs.get(session, user, job_id),
@@ -115,6 +116,6 @@ def get_job(
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)
 def cancel_job(
-    job_id: int, user: CurrentUser, session: SessionDep, container: ContainerDep
+    job_id: PathId, user: CurrentUser, session: SessionDep, container: ContainerDep
 ) -> JobPublic:
     return job_public(container.jobs.cancel(session, user, job_id))

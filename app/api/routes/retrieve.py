@@ -1,11 +1,12 @@
-"""Which of my concepts are in this photo? (RePIC's retrieval setting as an endpoint)."""
+"""Which of my concepts are in this photo? (retrieval as an endpoint, in the configured
+``retrieval.mode``: ours by default, the paper's with ``paper``; see app/services/retrieval.py)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, UploadFile
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ContainerDep, CurrentUser, RetrievalDep, SessionDep
@@ -23,10 +24,16 @@ class RetrievedConceptPublic(BaseModel):
     whole_image: bool
 
 
+class ThresholdPublic(BaseModel):
+    value: float
+    source: str = Field(description="calibrated, floor, configured or request")
+
+
 class RetrievePublic(BaseModel):
     concepts: list[RetrievedConceptPublic]
     timings_ms: dict[str, float]
     crops: int
+    threshold: ThresholdPublic | None = None
 
 
 @router.post("", response_model=RetrievePublic)
@@ -38,10 +45,15 @@ async def retrieve(
     image: Annotated[
         UploadFile, File(description="The query photo (JPEG, PNG or WebP)"), UploadKind.PHOTO
     ],
-    k: Annotated[int | None, Form(description="Unique concepts to return")] = None,
+    k: Annotated[int | None, Form(description="Unique concepts to return (unique reference "
+                                              "photos in the paper retrieval mode)")] = None,
+    min_score: Annotated[
+        float | None, Form(description="Similarity threshold (default: your calibrated one)")
+    ] = None,
 ) -> RetrievePublic:
     (valid,) = await read_valid_images([image], container.settings.storage)
-    result = await run_in_threadpool(retrieval.retrieve, session, user, valid.open(), k)
+    result = await run_in_threadpool(retrieval.retrieve, session, user, valid.open(), k,
+                                     min_score)
     return RetrievePublic.model_validate(result, from_attributes=True)
 
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from app.api.deps import AdminUser, ContainerDep, CurrentUser, SessionDep
+from app.api.params import PathId, Skip, Text
 from app.models import ModelVersion
+from app.services.version_import import import_adapter, import_merged_model
 from app.services.versions import adapter_name
 
 router = APIRouter(prefix="/model-versions", tags=["model-versions"])
@@ -61,7 +64,7 @@ def list_versions(
     user: CurrentUser,
     session: SessionDep,
     container: ContainerDep,
-    skip: Annotated[int, Query(ge=0)] = 0,
+    skip: Skip = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> ModelVersionsPublic:
     rows, count = container.versions.list(session, skip=skip, limit=limit)
@@ -75,16 +78,48 @@ async def rollback(
     return version_public(await container.versions.rollback(session, user))
 
 
+class ImportRequest(BaseModel):
+    kind: Literal["adapter", "merged"] = Field(
+        "adapter", description="adapter: a PEFT LoRA folder; merged: a full model."
+    )
+    source: Text = Field(
+        ..., min_length=1, max_length=1024,
+        description="A folder on the server (adapter or merged model) or a hub id (merged).",
+    )
+    name: Text | None = Field(None, max_length=80)
+    allow_other_base: bool = False
+
+
+class ImportedVersion(BaseModel):
+    version: ModelVersionPublic
+    notes: list[str]
+
+
+@router.post("/import", response_model=ImportedVersion, status_code=201)
+def import_version(body: ImportRequest, user: AdminUser, session: SessionDep,
+                   container: ContainerDep) -> ImportedVersion:
+    """Register a model made elsewhere (e.g. the paper's RePIC LoRA) as a candidate version;
+    ``notes`` say what vLLM will ignore or refuse in it."""
+    if body.kind == "merged":
+        version = import_merged_model(container.versions, session, body.source, name=body.name)
+        return ImportedVersion(version=version_public(version), notes=[])
+    version, report = import_adapter(
+        container.versions, session, Path(body.source), container.settings.adapters_dir,
+        name=body.name, allow_other_base=body.allow_other_base,
+    )
+    return ImportedVersion(version=version_public(version), notes=report.notes)
+
+
 @router.get("/{version_id}", response_model=ModelVersionPublic)
 def get_version(
-    version_id: int, user: CurrentUser, session: SessionDep, container: ContainerDep
+    version_id: PathId, user: CurrentUser, session: SessionDep, container: ContainerDep
 ) -> ModelVersionPublic:
     return version_public(container.versions.get(session, version_id))
 
 
 @router.post("/{version_id}/activate", response_model=ModelVersionPublic)
 async def activate(
-    version_id: int,
+    version_id: PathId,
     user: AdminUser,
     session: SessionDep,
     container: ContainerDep,

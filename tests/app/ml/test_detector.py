@@ -101,3 +101,11 @@ def test_factory_defaults_to_the_real_owlv2() -> None:
 def test_factory_rejects_unknown_kind_listing_allowed_ones() -> None:
     with pytest.raises(ValueError, match="owlv2, none"):
         build_detector("yolo", None, "cpu", 0.1)
+
+
+def test_a_smaller_input_size_detects_with_interpolated_positions(tiny_owl_dir: Path) -> None:
+    detector = OwlDetector(str(tiny_owl_dir), threshold=0.0, max_detections=3, image_size=48)
+    detector.load()
+    found = detector.detect(Image.new("RGB", (80, 60), (120, 40, 30)), ["dog"])
+    assert 1 <= len(found) <= 3
+    assert all(0 <= d.box[0] < d.box[2] <= 80 and 0 <= d.box[1] < d.box[3] <= 60 for d in found)

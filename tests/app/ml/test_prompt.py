@@ -76,52 +76,18 @@ def test_format_name(raw: str, expected: str) -> None:
 
 
 def test_training_prompt_puts_images_first_then_the_problem() -> None:
-    built = p.build_training_prompt(["REF", "QUERY"], p.oct_problem("bo"))
+    built = p.build_training_prompt(["REF", "QUERY"], "Is <bo> in this image? Answer.")
     assert built.messages == [
         {
             "role": "user",
             "content": [
                 {"type": "image"},
                 {"type": "image"},
-                {
-                    "type": "text",
-                    "text": (
-                        "As an evaluation expert, verify whether the object identified as <bo> "
-                        "in the first image is also present in the second image. Answer with "
-                        "yes or no. The final answer must be either 'yes' or 'no' with no "
-                        "additional output."
-                    ),
-                },
+                {"type": "text", "text": "Is <bo> in this image? Answer."},
             ],
         }
     ]
-
-
-def test_ict_instructions_are_exact() -> None:
-    assert p.ict_single_problem("bo", " Output the final answer including its name.") == (
-        "You are a captioning expert. Generate an accurate caption for the second image while "
-        "referencing the first image. Both images contain the same object, named <bo>. "
-        "Output the final answer including its name."
-    )
-    assert p.ict_multi_problem(["bo", "anya", "mug"]) == (
-        "You are a captioning expert. Generate an accurate caption for the last query image "
-        "while referencing the given reference images. The reference images each contain an "
-        "object, named respectively as <bo>, <anya> and <mug>."
-    )
-
-
-def test_vlt_instruction_asks_for_json_boxes() -> None:
-    assert p.vlt_problem("the red mug").endswith(
-        " For bounding box coordinates, return the final answer in JSON format."
-    )
-
-
-def test_ict_suffix_mix_is_20_20_60() -> None:
-    rng = random.Random(3)
-    draws = [p.pick_ict_suffix(rng) for _ in range(5000)]
-    share_none = draws.count("") / len(draws)
-    assert 0.57 < share_none < 0.63
-    assert {d for d in draws} == {s for s, _ in p.ICT_SUFFIXES}
+    assert built.images == ["REF", "QUERY"]
 
 
 def test_prompt_text_for_logs() -> None:

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from app.errors import ConceptNotFound
+from app.errors import ConceptNotFound, InvalidInput, NotFound
 from app.models import Concept, ConceptImage
-from app.services.concepts import ConceptService, Upload
+from app.services.concepts import ConceptService, PhotoFlags, Upload
 from app.storage import ImageStore
 from tests.utils.images import make_image
 from tests.utils.users import user_row
@@ -127,3 +127,47 @@ def test_adding_photos_to_a_deleted_concept_is_not_found(container: Any) -> None
         container.concepts.delete(session, owner, bo.id)
         with pytest.raises(ConceptNotFound):
             container.concepts.add_images(session, owner, bo.id, [_upload(1)])
+
+
+def test_an_edit_sets_the_photos_flags_with_the_text(container: Any) -> None:
+    owner = user_row(container)
+    with container.session_factory() as session:
+        bo = container.concepts.create(session, owner, name="bo",
+                                       uploads=[_upload(0), _upload(1)])
+        first, second = (i.id for i in bo.images)
+        container.concepts.update(session, owner, bo.id, description="held out",
+                                  photo_flags={second: PhotoFlags(eval_only=True,
+                                                                  box=[1, 2, 30, 40])})
+    with container.session_factory() as session:
+        rows = {i.id: i for i in session.scalars(select(ConceptImage))}
+        assert (rows[second].eval_only, rows[second].box) == (True, [1, 2, 30, 40])
+        assert (rows[first].eval_only, rows[first].box) == (False, None)
+        container.concepts.update(session, owner, bo.id,
+                                  photo_flags={second: PhotoFlags(eval_only=False, box=None)})
+    with container.session_factory() as session:
+        row = session.get(ConceptImage, second)
+        assert row is not None and (row.eval_only, row.box) == (False, None)
+
+
+def test_a_bad_box_leaves_the_concept_as_it_was(container: Any) -> None:
+    owner = user_row(container)
+    with container.session_factory() as session:
+        bo = container.concepts.create(session, owner, name="bo", uploads=[_upload(0)])
+        bo_id, (photo,) = bo.id, (i.id for i in bo.images)
+        with pytest.raises(InvalidInput, match="Photo 1: Box"):
+            container.concepts.update(session, owner, bo_id, description="new",
+                                      photo_flags={photo: PhotoFlags(True, [0, 0, 999, 10])})
+    with container.session_factory() as session:
+        concept, image = session.get(Concept, bo_id), session.get(ConceptImage, photo)
+        assert concept is not None and concept.description == ""
+        assert image is not None and (image.eval_only, image.box) == (False, None)
+
+
+def test_flags_for_another_concepts_photo_are_not_found(container: Any) -> None:
+    owner = user_row(container)
+    with container.session_factory() as session:
+        bo = container.concepts.create(session, owner, name="bo", uploads=[_upload(0)])
+        mia = container.concepts.create(session, owner, name="mia", uploads=[_upload(1)])
+        with pytest.raises(NotFound):
+            container.concepts.update(session, owner, bo.id, photo_flags={
+                mia.images[0].id: PhotoFlags(True, None)})

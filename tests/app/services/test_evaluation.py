@@ -147,6 +147,17 @@ def test_deterministic_captions_score_100(fake_container, fake) -> None:  # type
     assert all(body["model"] == "base-model" for body in fake.chat_requests)
 
 
+def test_control_characters_in_model_captions_are_stripped_before_storing(  # type: ignore[no-untyped-def]
+    fake_container, fake
+) -> None:
+    fake.completion_text = "<bo>\x00 is sitting\x1b on the grass.\r\n"
+    owner, set_id, base_id = _world(fake_container)
+    row = fake_container.evaluations.run(base_id, set_id, {"setting": "skip"})
+    with fake_container.session_factory() as session:
+        captions = session.scalars(select(Caption).where(Caption.evaluation_id == row.id)).all()
+    assert captions and {c.caption for c in captions} == {"<bo> is sitting on the grass."}
+
+
 def test_candidate_is_captioned_with_its_adapter(fake_container, fake, tmp_path) -> None:  # type: ignore[no-untyped-def]
     _, set_id, _ = _world(fake_container)
     version_id = _candidate(fake_container, tmp_path)

@@ -21,6 +21,11 @@ from app.services.rap_format import (
     info_text,
 )
 from tests.utils.images import make_image
+from tests.utils.repic_benchmark import (
+    FOUR_CONCEPTS,
+    four_concept_repository,
+    two_concept_repository,
+)
 from tests.utils.users import user_row
 
 
@@ -202,3 +207,141 @@ def test_info_text_flattens_rap_attribute_objects() -> None:
                       "distinct features": ["big ears"]}) == (
         "general: short, orange; distinct features: big ears")
     assert info_text(None) == ""
+
+
+# --------------------------------------------------------------------------- benchmarks as shipped
+
+FOUR_KEYS = ["black widow", "captain america", "ironman", "mr.krab", "mrs.puff", "patrick",
+             "sandy", "scarlet witch", "thor"]
+
+
+def test_4_concept_benchmark_database_imports_as_shipped(container, tmp_path,
+                                                         ) -> None:  # type: ignore[no-untyped-def]
+    owner = user_row(container, "anya")
+    db, _ = four_concept_repository(tmp_path / "RePIC")
+    with container.session_factory() as session:
+        report = import_database(session, container.concepts, owner, db, None)
+    # Keys, not names, become the concepts: captions must hold <ironman>, as the metric scores.
+    assert sorted(report.created) == FOUR_KEYS
+    assert report.photos_added == len(FOUR_KEYS) and report.photos_skipped == 0
+    assert report.names["ironman"] == "Iron Man" and report.names["mr.krab"] == "Mr.Krabs"
+    assert "thor" not in report.names
+    found = _concepts(container, owner)
+    assert all(len(found[key][2]) == 1 for key in FOUR_KEYS)
+    assert found["black widow"][:2] == ("Black Widow, a human.", "human")
+
+
+def test_4_concept_queries_become_one_query_per_subset(container, tmp_path,
+                                                       ) -> None:  # type: ignore[no-untyped-def]
+    owner = user_row(container, "anya")
+    db, queries = four_concept_repository(tmp_path / "RePIC")
+    with container.session_factory() as session:
+        import_database(session, container.concepts, owner, db, None)
+        row = import_queries(session, container.store, owner, queries, None, "four")
+    assert [q["names"] for q in row.queries] == [
+        ["thor", "ironman", "black widow", "captain america"],
+        ["thor", "ironman", "black widow", "scarlet witch"],
+        ["mr.krab", "mrs.puff", "patrick", "sandy"],
+    ]
+    assert row.queries[0]["sha256"] == row.queries[1]["sha256"] != row.queries[2]["sha256"]
+    assert row.queries[0]["source"] == "./data/query-image-4-concepts/group photo_avengers.jpg"
+    assert row.case_sensitive is False
+
+
+def test_2_concept_sets_score_case_sensitively_by_default(container, tmp_path,
+                                                          ) -> None:  # type: ignore[no-untyped-def]
+    owner = user_row(container, "anya")
+    db, queries = two_concept_repository(tmp_path / "RePIC")
+    with container.session_factory() as session:
+        report = import_database(session, container.concepts, owner, db, None)
+        row = import_queries(session, container.store, owner, queries, None, "two")
+        forced = import_queries(session, container.store, owner, queries, None, "two-ci",
+                                case_sensitive=False)
+    assert sorted(report.created) == ["Anya", "Bond"]
+    assert row.case_sensitive is True and [q["names"] for q in row.queries] == [["Anya", "Bond"]]
+    assert forced.case_sensitive is False
+
+
+def test_paths_relative_to_the_databases_parent_folder(container, tmp_path,
+                                                       ) -> None:  # type: ignore[no-untyped-def]
+    owner = user_row(container, "anya")
+    folder = tmp_path / "data" / "database_tot" / "database_dreambooth"
+    folder.mkdir(parents=True)
+    (folder / "dog.jpg").write_bytes(make_image(shape=1, fmt="JPEG"))
+    db = folder / "database.json"
+    db.write_text(json.dumps({
+        "concept_dict": {"<dog>": {"name": "dog", "image": "./database_dreambooth/dog.jpg",
+                                   "info": "<dog> is a corgi.", "category": "dog"}},
+        "path_to_concept": {"database_dreambooth/dog.jpg": "<dog>"}}))
+    with container.session_factory() as session:
+        report = import_database(session, container.concepts, owner, db, None)
+    # The same file under two spellings is one photo, not a photo and a duplicate.
+    assert report.created == ["dog"] and report.photos_added == 1
+    assert report.photos_skipped == 0
+
+
+def test_a_file_name_is_looked_up_in_the_databases_own_folder_only(container, tmp_path,
+                                                                  ) -> None:  # type: ignore[no-untyped-def]
+    owner = user_row(container, "anya")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "bo.jpg").write_bytes(make_image(shape=2, fmt="JPEG"))
+    db = tmp_path / "database.json"
+    db.write_text(json.dumps({"concept_dict": {"<bo>": {"name": "bo", "image": "./old/bo.jpg",
+                                                        "info": "", "category": "dog"}}}))
+    # Another folder's bo.jpg is not taken for it: a common file name would pick a wrong photo.
+    with container.session_factory() as session, pytest.raises(ImportFormatError) as err:
+        import_database(session, container.concepts, owner, db, None)
+    assert "<bo>" in err.value.detail and "./old/bo.jpg" in err.value.detail
+    (tmp_path / "bo.jpg").write_bytes(make_image(shape=2, fmt="JPEG"))
+    with container.session_factory() as session:
+        assert import_database(session, container.concepts, owner, db, None).created == ["bo"]
+
+
+def test_a_key_with_a_space_is_pinned_retrieved_and_scored(container, tmp_path,
+                                                           ) -> None:  # type: ignore[no-untyped-def]
+    from PIL import Image
+
+    from app.services.evaluation_scoring import slot_outcomes
+
+    owner = user_row(container, "anya")
+    repo = tmp_path / "RePIC"
+    db, _ = four_concept_repository(repo)
+    with container.session_factory() as session:
+        import_database(session, container.concepts, owner, db, None)
+        (widow,) = container.concepts.get_by_names(session, owner, ["<black widow>"])
+        assert widow.name == "black widow"
+        photo = Image.open(repo / FOUR_CONCEPTS["<black widow>"][1]).convert("RGB")
+        captions = container.models.captions()
+        pinned, _ = captions.plan(session, owner, photo, [widow.id], False, None)
+        prompt = captions.build_prompt(session, owner, pinned, photo, "Q?")
+        assert "1. Name: <black widow>, Info: Black Widow, a human." in prompt.text()
+        retrieved, _ = captions.plan(session, owner, photo, [], True, 2)
+        assert retrieved[0].name == "black widow" and not retrieved[0].pinned
+        prompt = captions.build_prompt(session, owner, retrieved, photo, "Q?")
+        assert "Name: <black widow>" in prompt.text()
+    caption = "In this photo <black widow> stands beside a car."
+    assert slot_outcomes([(["black widow"], caption)], False, "strict")[0]["slots"] == {
+        "black widow": "correct"}
+    # The paper's metric splits captions on whitespace: a spaced key never matches (its quirk).
+    assert slot_outcomes([(["black widow"], caption)], False, "paper")[0]["slots"] == {
+        "black widow": "none"}
+
+
+def test_an_imported_spaced_key_survives_edits_but_users_cannot_choose_one(
+        container, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from app.errors import InvalidInput
+
+    owner = user_row(container, "anya")
+    db, _ = four_concept_repository(tmp_path / "RePIC")
+    with container.session_factory() as session:
+        import_database(session, container.concepts, owner, db, None)
+        (widow,) = container.concepts.get_by_names(session, owner, ["black widow"])
+        edited = container.concepts.update(session, owner, widow.id, name="black widow",
+                                           description="A spy.")
+        assert (edited.name, edited.description) == ("black widow", "A spy.")
+        with pytest.raises(InvalidInput) as err:
+            container.concepts.update(session, owner, widow.id, name="red widow")
+        assert "no spaces" in err.value.detail
+        with pytest.raises(InvalidInput):
+            container.concepts.create(session, owner, name="big bo",
+                                      uploads=[Upload(make_image(), "a.png", "image/png")])

@@ -271,7 +271,9 @@ def test_quality_check_flags_duplicates(container, anya) -> None:
     concept = _register(container, anya, "bo", [photo, buf.getvalue()])
     with container.session_factory() as session:
         quality = container.models.retrieval().concept_quality(session, anya, concept)
-    assert any("duplicates" in w for w in quality.warnings)
+    assert quality.warnings == [
+        "Photo 2: a near duplicate of photo 1 (similarity 1.000): varied photos retrieve better"
+    ]
     assert set(quality.per_image) == {i.id for i in concept.images}
     del rotated
 
@@ -280,10 +282,10 @@ def test_quality_check_flags_a_tiny_photo(container, anya) -> None:
     concept = _register(container, anya, "bo", [fixture_photo("dog", 0), make_image(size=(1, 1))])
     with container.session_factory() as session:
         quality = container.models.retrieval().concept_quality(session, anya, concept)
-    tiny = concept.images[1].id
+    # Named as its card on the page numbers it (the second photo), never by its database id.
     assert [w for w in quality.warnings if "pixels" in w] == [
-        f"Photo {tiny} is only 1x1 pixels (under 32 on a side): too small to show the concept; "
-        "add a larger photo."
+        "Photo 2: only 1x1 pixels (under 32 on a side): too small to show the concept; "
+        "add a larger photo"
     ]
 
 
@@ -293,3 +295,25 @@ def test_concept_quality_doctests_pass() -> None:
     result = doctest.testmod(concept_quality)
     assert result.attempted >= 5
     assert result.failed == 0
+
+
+def test_an_app_started_with_another_embedder_queues_the_reembed_job(
+    container, settings_factory, anya, dog_and_cat, tmp_path
+) -> None:
+    from app.enums import JobState
+    from app.ml.tiny_clip import build_tiny_clip
+    from app.models import Job
+    from app.services.job_kinds import JobKind
+
+    new_clip = build_tiny_clip(tmp_path / "clip-v2", seed=7)
+    settings = settings_factory(embedder={"model_name": f"local-dir:{new_clip}", "pretrained": ""})
+    restarted = _restart(settings)
+    again = _restart(settings)  # a second replica does not queue a second job
+    try:
+        with restarted.session_factory() as session:
+            jobs = session.scalars(select(Job).where(Job.kind == JobKind.REEMBED.value)).all()
+        assert [j.state for j in jobs] == [JobState.QUEUED]
+        assert any("re-embed job was queued" in w for w in restarted.warnings)
+    finally:
+        restarted.close()
+        again.close()

@@ -255,3 +255,32 @@ def test_backend_down_is_503_and_stores_nothing(settings_factory) -> None:
         assert client.get("/api/captions", headers=headers).json()["count"] == 0
         assert {p for p in container.store.root.rglob("*") if p.is_file()} == files_before
     container.close()
+
+
+def test_control_characters_from_the_model_are_stripped_before_storing(settings_factory) -> None:
+    with FakeVLLM(completion_text="<bo>\x00 sits\x1b on the grass.\r\n") as server:
+        container, client = _openai_client(settings_factory, server.base_url, server.model)
+        with client:
+            headers = register(client, "anya")
+            r = client.post("/api/captions", headers=headers, files=[_photo("dog", 2)])
+            assert r.status_code == 201, r.text
+            assert r.json()["caption"] == "<bo> sits on the grass."
+            stored = client.get("/api/captions", headers=headers).json()["data"][0]
+            assert stored["caption"] == "<bo> sits on the grass."
+        container.close()
+
+
+def test_a_caption_without_a_known_concept_says_so(client) -> None:  # type: ignore[no-untyped-def]
+    from tests.utils.concepts import create_concept
+    from tests.utils.images import make_image
+    from tests.utils.users import register
+
+    anya = register(client, "anya")
+    create_concept(client, anya, "bo", images=[make_image(shape=0)])
+    r = client.post("/api/captions", headers=anya, data={"min_score": "1.0"},
+                    files={"image": ("q.png", make_image(color=(10, 200, 90), shape=1),
+                                     "image/png")})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert (body["concepts"], body["note"]) == ([], "no known concept found")
+    assert body["retrieval"]["threshold_source"] == "request"

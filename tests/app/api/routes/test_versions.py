@@ -44,3 +44,40 @@ def test_activating_a_broken_adapter_keeps_base_and_says_why(client, tmp_path) -
     states = {v["name"]: v["state"]
               for v in client.get("/api/model-versions", headers=admin).json()["data"]}
     assert states == {"base": "active", "broken": "candidate"}
+
+
+def test_an_imported_adapter_is_activated_used_and_rolled_back(client, tiny_models,  # type: ignore[no-untyped-def]
+                                                                tmp_path) -> None:
+    from tests.utils.adapters import LANGUAGE_ONLY, save_tiny_lora
+    from tests.utils.images import make_image
+
+    folder = save_tiny_lora(tiny_models / "vlm", tmp_path / "repic-lora", LANGUAGE_ONLY)
+    admin = make_admin(client, "root")
+    r = client.post("/api/model-versions/import", headers=admin,
+                    json={"source": str(folder), "name": "repic-lora"})
+    assert r.status_code == 201, r.text
+    version = r.json()["version"]
+    assert (version["state"], r.json()["notes"]) == ("candidate", [])
+    # The same gate as a trained candidate's (none is configured here: evaluation.gate_set).
+    r = client.post(f"/api/model-versions/{version['id']}/activate", headers=admin)
+    assert r.status_code == 200 and r.json()["state"] == "active", r.text
+    caption = client.post("/api/captions", headers=admin,
+                          files={"image": ("q.png", make_image(), "image/png")})
+    assert caption.status_code == 201, caption.text
+    assert caption.json()["model_version"]["id"] == version["id"]
+    r = client.post("/api/model-versions/rollback", headers=admin)
+    assert r.status_code == 200 and r.json()["name"] == "base"
+
+
+def test_importing_a_folder_that_is_no_adapter_is_422(client, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    admin = make_admin(client, "root")
+    r = client.post("/api/model-versions/import", headers=admin,
+                    json={"source": str(tmp_path)})
+    assert r.status_code == 422
+    assert "adapter_config.json" in r.json()["detail"]
+
+
+def test_only_admins_import_versions(client, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    user = register(client, "anya")
+    r = client.post("/api/model-versions/import", headers=user, json={"source": str(tmp_path)})
+    assert r.status_code == 403
