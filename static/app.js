@@ -7,16 +7,6 @@
     if (msg && !window.confirm(msg)) { ev.preventDefault(); }
   });
 
-  // Chromium opens a focused file input's chooser on Space only; Enter opens it too, as it
-  // activates every other button-like control.
-  document.addEventListener("keydown", function (ev) {
-    var t = ev.target;
-    if (ev.key === "Enter" && t instanceof HTMLInputElement && t.type === "file") {
-      ev.preventDefault();
-      t.click();
-    }
-  });
-
   function setupDropzone(zone) {
     var input = zone.querySelector("input[type=file]");
     var previews = zone.querySelector(".previews");

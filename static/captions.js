@@ -1,4 +1,5 @@
-// Caption page: send the photo to /api/captions (cookie session + CSRF header), show the result.
+// Caption page: send the photo to /api/captions (cookie session + CSRF header), show the result,
+// add it to History at once; feedback buttons and an in-page editor for each caption.
 (function () {
   "use strict";
   function esc(s) { var d = document.createElement("div"); d.textContent = s; return d.innerHTML; }
@@ -78,6 +79,8 @@
     if (!table || table.dataset.page !== "1") { return; }
     var body = table.tBodies[0];
     body.insertBefore(historyRow(data), body.firstChild);
+    var count = document.getElementById("history-count");
+    if (count) { count.textContent = String(Number(count.textContent) + 1); }
   }
 
   async function sendFeedback(row, body) {
