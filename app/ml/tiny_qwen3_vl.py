@@ -19,16 +19,14 @@ a 2-block, 64-wide vision tower with one DeepStack layer. Requires a transformer
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 from app.ml.tiny_vlm import (
     QWEN2_VL_CHAT_TEMPLATE,
-    TINY_MARKER_FILE,
-    TINY_MAX_NEW_TOKENS,
     _build_tokenizer,
+    save_tiny_model,
 )
 
 logger = logging.getLogger(__name__)
@@ -63,9 +61,7 @@ def build_tiny_qwen3_vl(
     Arguments as :func:`app.ml.tiny_vlm.build_tiny_vlm` (``initializer_range`` 0.2 for the
     trainer's learning checks). Same ``seed`` and arguments give the same weights.
     """
-    import torch
     from transformers import (
-        GenerationConfig,
         Qwen2VLImageProcessor,
         Qwen3VLConfig,
         Qwen3VLForConditionalGeneration,
@@ -132,29 +128,10 @@ def build_tiny_qwen3_vl(
         vision_end_token_id=token_id("<|vision_end|>"),
         tie_word_embeddings=False,
     )
-    # Fork the RNG so building a model never perturbs the caller's random stream.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Qwen3VLForConditionalGeneration(config)
-    model.eval()
-    model.generation_config = GenerationConfig(
-        do_sample=False,
-        max_new_tokens=TINY_MAX_NEW_TOKENS,
-        bos_token_id=endoftext,
-        eos_token_id=[im_end, endoftext],
-        pad_token_id=endoftext,
+    return save_tiny_model(
+        Qwen3VLForConditionalGeneration, config, processor, out_dir,
+        {"builder": "app.ml.tiny_qwen3_vl.build_tiny_qwen3_vl", "family": "qwen3_vl",
+         "seed": seed, "initializer_range": initializer_range,
+         "extra_tokens": list(extra_tokens)},
+        endoftext=endoftext, im_end=im_end,
     )
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
-    marker = {
-        "tiny": True,
-        "builder": "app.ml.tiny_qwen3_vl.build_tiny_qwen3_vl",
-        "family": "qwen3_vl",
-        "seed": seed,
-        "initializer_range": initializer_range,
-        "extra_tokens": list(extra_tokens),
-        "parameters": sum(p.numel() for p in model.parameters()),
-    }
-    (out_dir / TINY_MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
-    logger.info("built tiny Qwen3-VL at %s (%d parameters)", out_dir, marker["parameters"])
-    return out_dir

@@ -114,9 +114,7 @@ def build_tiny_vlm(
     build with 0.2. ``extra_tokens`` (e.g. ``"<bo>"``) are added as normal tokens and the
     embeddings resized. Same ``seed`` and arguments give the same weights. Returns ``out_dir``.
     """
-    import torch
     from transformers import (
-        GenerationConfig,
         Qwen2_5_VLConfig,
         Qwen2_5_VLForConditionalGeneration,
         Qwen2_5_VLProcessor,
@@ -181,12 +179,25 @@ def build_tiny_vlm(
         tie_word_embeddings=False,
     )
 
-    # Fork the RNG so building a model never perturbs the caller's random stream.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Qwen2_5_VLForConditionalGeneration(config)
-    model.eval()
+    return save_tiny_model(
+        Qwen2_5_VLForConditionalGeneration, config, processor, out_dir,
+        {"builder": "app.ml.tiny_vlm.build_tiny_vlm", "seed": seed,
+         "initializer_range": initializer_range, "extra_tokens": list(extra_tokens)},
+        endoftext=endoftext, im_end=im_end,
+    )
 
+
+def save_tiny_model(model_class: Any, config: Any, processor: Any, out_dir: Path,
+                    marker: dict[str, Any], *, endoftext: int, im_end: int) -> Path:
+    """Instantiate ``model_class(config)`` under ``marker["seed"]`` (the caller's random stream
+    untouched), give it greedy generation, save it with ``processor`` and the tiny marker."""
+    import torch
+    from transformers import GenerationConfig
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(marker["seed"])
+        model = model_class(config)
+    model.eval()
     model.generation_config = GenerationConfig(
         do_sample=False,
         max_new_tokens=TINY_MAX_NEW_TOKENS,
@@ -196,16 +207,10 @@ def build_tiny_vlm(
     )
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
-    marker = {
-        "tiny": True,
-        "builder": "app.ml.tiny_vlm.build_tiny_vlm",
-        "seed": seed,
-        "initializer_range": initializer_range,
-        "extra_tokens": list(extra_tokens),
-        "parameters": sum(p.numel() for p in model.parameters()),
-    }
+    marker = {"tiny": True, **marker,
+              "parameters": sum(p.numel() for p in model.parameters())}
     (out_dir / TINY_MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
-    logger.info("built tiny VLM at %s (%d parameters)", out_dir, marker["parameters"])
+    logger.info("built tiny model at %s (%d parameters)", out_dir, marker["parameters"])
     return out_dir
 
 
