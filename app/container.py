@@ -18,11 +18,17 @@ from app.queue import CelerySender
 from app.services.accounts import Accounts
 from app.services.browser_sessions import BrowserSessions
 from app.services.caption_batches import CaptionBatchService
+from app.services.concept_shares import ConceptShareService
 from app.services.concepts import ConceptService
 from app.services.evaluation import EvaluationService
 from app.services.evaluation_sets import EvaluationSetService
 from app.services.job_runtime import JobRuntime
 from app.services.jobs import JobService
+from app.services.library import LibraryService
+from app.services.library_captions import LibraryCaptions
+from app.services.library_discovery import LibraryDiscovery
+from app.services.library_export import LibraryExportService
+from app.services.library_import import LibraryImports
 from app.services.maintenance import Maintenance
 from app.services.readiness import ReadinessService
 from app.services.training import TrainingService
@@ -41,6 +47,8 @@ class Container:
     store: ImageStore
     models: ModelServices
     concepts: ConceptService
+    #: Concepts shared read-only with other accounts (both sides).
+    shares: ConceptShareService
     sender: CelerySender
     jobs: JobService
     job_runtime: JobRuntime
@@ -49,6 +57,14 @@ class Container:
     evaluations: EvaluationService
     training: TrainingService
     caption_batches: CaptionBatchService
+    #: The personal photo library: its photos, imports and caption jobs.
+    library: LibraryService
+    library_imports: LibraryImports
+    library_captions: LibraryCaptions
+    #: Concept discovery: clusters of unnamed subjects, suggested as new concepts.
+    library_discovery: LibraryDiscovery
+    #: Zip (photos + XMP), JSON and CSV exports; XMP sidecars next to imported originals.
+    library_exports: LibraryExportService
     readiness: ReadinessService
     #: Reaping and sweeping in the background (started by the app's lifespan).
     maintenance: Maintenance

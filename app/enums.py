@@ -55,3 +55,11 @@ class Feedback(StrEnum):
     ACCEPTED = "accepted"
     REJECTED = "rejected"
     EDITED = "edited"
+
+
+class SuggestionState(StrEnum):
+    """A concept suggestion of the library's discovery job (app.services.library_discovery)."""
+
+    OPEN = "open"
+    ACCEPTED = "accepted"
+    DISMISSED = "dismissed"

@@ -45,7 +45,9 @@ from app.web.admin import router as admin_pages_router
 from app.web.captions import router as captions_pages_router
 from app.web.common import LoginRequired, error_page_user, render
 from app.web.evaluations import router as evaluation_pages_router
+from app.web.library import router as library_pages_router
 from app.web.pages import router as pages_router
+from app.web.shares import router as share_pages_router
 from app.wiring import build_container
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             await ctr.models.aclose()
             if owned:
                 ctr.close()
+            metrics.close()
 
     app = FastAPI(
         title="RePIC personalized captioning",
@@ -216,8 +219,10 @@ def create_app(settings: Settings | None = None, container: Container | None = N
 
     app.include_router(api_router)
     app.include_router(pages_router)
+    app.include_router(share_pages_router)
     app.include_router(admin_pages_router)
     app.include_router(captions_pages_router)
     app.include_router(evaluation_pages_router)
+    app.include_router(library_pages_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

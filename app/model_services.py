@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.errors import ServiceUnavailable
 from app.ml.backends.base import CaptionBackend
+from app.ml.base import InferenceModel
 from app.ml.detector import Detector
 from app.ml.embedder import ClipEmbedder
 from app.ml.errors import ModelUnavailable
@@ -158,8 +159,17 @@ class ModelServices:
             self.captions()
 
     def close(self) -> None:
-        if self._retrieval is not None:
-            self._retrieval.index.close()
+        """Close the index and drop every model's weights and tokenizers: whatever still
+        refers to a closed container (an app object, a thread) must not keep them alive (a
+        test session builds hundreds of containers; an open_clip tokenizer alone is ~40 MB)."""
+        with self._lock:
+            if self._retrieval is not None:
+                self._retrieval.index.close()
+                self._retrieval.index.embedder.unload()
+            if self._detector is not None:
+                self._detector.unload()
+            if isinstance(self._backend, InferenceModel):
+                self._backend.unload()
 
     async def aclose(self) -> None:
         if self._backend is not None:

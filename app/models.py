@@ -18,6 +18,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     Float,
     ForeignKey,
@@ -28,6 +29,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -83,6 +85,10 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
+    #: "Allow my feedback to train the model": the user's accepted and edited captions become
+    #: training records of the next retrain (off until the user turns it on).
+    #: (A server default only: rows written by older code, as the migration tests do, get it.)
+    allow_feedback_training: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
     tokens: Mapped[list[ApiToken]] = relationship(
         back_populates="user", cascade="all, delete-orphan", passive_deletes=True
@@ -188,6 +194,38 @@ class ConceptImage(Base):
     concept: Mapped[Concept] = relationship(back_populates="images")
 
 
+class ConceptShare(Base):
+    """A concept its owner shares with another account (family): read-only for the invitee,
+    who may use it in retrieval and captions while this row exists.
+
+    Every read of the invitee's (their concepts page, retrieval, pinning, the prompt) checks
+    the row in the database, so revoking a share (the owner) or leaving it (the invitee)
+    takes effect at once in every process. ``owner_id`` is the concept's owner, kept here so
+    the owner's list of shares needs no join.
+    """
+
+    __tablename__ = "concept_shares"
+    __table_args__ = (
+        UniqueConstraint("concept_id", "invitee_id", name="uq_concept_shares_concept_invitee"),
+        CheckConstraint("owner_id <> invitee_id", name="not_self"),
+        NEVER_REUSE_IDS,
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    concept_id: Mapped[int] = mapped_column(
+        ForeignKey("concepts.id", ondelete="CASCADE"), index=True
+    )
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    invitee_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
+
+    concept: Mapped[Concept] = relationship()
+    invitee: Mapped[User] = relationship(foreign_keys=[invitee_id])
+    owner: Mapped[User] = relationship(foreign_keys=[owner_id])
+
+
 class ImageEmbedding(Base):
     """An image's embedding under one embedder; the FAISS index is rebuilt from these rows."""
 
@@ -263,7 +301,211 @@ class Caption(Base):
         ForeignKey("evaluations.id", ondelete="CASCADE"), nullable=True, index=True
     )
     scores: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    #: The library photo this caption describes (None for an upload to /caption or an
+    #: evaluation); the photo's latest one is :attr:`LibraryPhoto.caption_id`.
+    library_photo_id: Mapped[int | None] = mapped_column(
+        ForeignKey("library_photos.id", ondelete="CASCADE"), nullable=True, index=True
+    )
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+#: Full-text search objects the models do not declare (made by migration 0005 for one
+#: database only): SQLite's FTS5 table and its shadow tables, PostgreSQL's GIN index over
+#: ``to_tsvector('simple', search_text)``. Autogenerate comparisons skip them.
+LIBRARY_FTS_TABLE = "library_photos_fts"
+LIBRARY_FTS_INDEX = "ix_library_photos_caption_fts"
+
+
+def include_in_autogenerate(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    """Alembic's ``include_object``: leave out the full-text objects above."""
+    if name is None:
+        return True
+    if type_ == "table" and name.startswith(LIBRARY_FTS_TABLE):
+        return False
+    return not (type_ == "index" and name == LIBRARY_FTS_INDEX)
+
+
+class LibraryPhoto(Base):
+    """A photo of its owner's library: imported in bulk, captioned, searched, exported.
+
+    ``sha256`` is the hash of the file as imported (what duplicates are told by, per owner);
+    ``path`` the stored file in the content-addressed image store (``image_sha256`` its
+    hash: they differ when the import applied EXIF orientation or normalised a camera
+    format). A library photo is never a concept reference unless its owner adds it to a
+    concept (which copies it into a :class:`ConceptImage`).
+    """
+
+    __tablename__ = "library_photos"
+    __table_args__ = (
+        UniqueConstraint("owner_id", "sha256", name="uq_library_photos_owner_sha256"),
+        Index("ix_library_photos_owner_album", "owner_id", "album"),
+        Index("ix_library_photos_owner_captured_at", "owner_id", "captured_at"),
+        NEVER_REUSE_IDS,
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    image_sha256: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(String(255), index=True)
+    original_filename: Mapped[str] = mapped_column(String(255), default="")
+    #: The folder the file came from, relative to the imported folder ("" for its top), in
+    #: POSIX form ("2024/Summer holidays"): the photo's album.
+    album: Mapped[str] = mapped_column(String(1024), default="")
+    #: Where the original was on the server (``repic library import``); None for uploads.
+    source_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    format: Mapped[str] = mapped_column(String(16))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    #: EXIF DateTimeOriginal (read as UTC: EXIF rarely says its offset); None when absent.
+    captured_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
+    imported_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
+    import_job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True
+    )
+    #: Whether the owner lets this photo's accepted captions become training data.
+    allow_training: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: The latest caption (its text, edited by the owner if they did, is ``caption_text``).
+    caption_id: Mapped[int | None] = mapped_column(
+        ForeignKey("captions.id", ondelete="SET NULL", use_alter=True), nullable=True
+    )
+    caption_text: Mapped[str] = mapped_column(Text, default="")
+    #: ``caption_text`` as the words full-text search indexes, lower-cased and separated by
+    #: single spaces (app.services.library_search.search_text): both databases then split
+    #: it into the same words.
+    search_text: Mapped[str] = mapped_column(Text, default="")
+    model_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="SET NULL"), nullable=True
+    )
+    captioned_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
+
+    concepts: Mapped[list[LibraryPhotoConcept]] = relationship(
+        back_populates="photo",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="LibraryPhotoConcept.id",
+    )
+
+
+class LibraryPhotoConcept(Base):
+    """A concept found in a library photo by its latest caption (what concept search reads).
+
+    ``name`` is the concept's name when the caption was made, so a search by name also finds
+    photos of a concept deleted since (``concept_id`` is then None)."""
+
+    __tablename__ = "library_photo_concepts"
+    __table_args__ = (
+        Index("ix_library_photo_concepts_owner_name", "owner_id", "name"),
+        NEVER_REUSE_IDS,
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    photo_id: Mapped[int] = mapped_column(
+        ForeignKey("library_photos.id", ondelete="CASCADE"), index=True
+    )
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    concept_id: Mapped[int | None] = mapped_column(
+        ForeignKey("concepts.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    name: Mapped[str] = mapped_column(String(64))
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: [x0, y0, x1, y1] in the stored photo's pixels, when the detector found one.
+    box: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    pinned: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    photo: Mapped[LibraryPhoto] = relationship(back_populates="concepts")
+
+
+class LibraryPhotoCrop(Base):
+    """One crop of a library photo as concept discovery sees it: a detector box (or the whole
+    photo when the detector found nothing, or there is none) and its embedding.
+
+    Crops are made once per photo for one (embedder, detector) pair, so a nightly discovery
+    embeds only the photos imported since; rows of another pair are replaced on the next
+    run. Which photos match a registered concept is decided again on every run."""
+
+    __tablename__ = "library_photo_crops"
+    __table_args__ = (
+        Index("ix_library_photo_crops_owner_embedder", "owner_id", "embedder_id", "detector"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    photo_id: Mapped[int] = mapped_column(
+        ForeignKey("library_photos.id", ondelete="CASCADE"), index=True
+    )
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    embedder_id: Mapped[str] = mapped_column(String(255))
+    #: The detector and its prompts that made the box (``none`` for the whole photo).
+    detector: Mapped[str] = mapped_column(String(255))
+    #: [x0, y0, x1, y1] in the stored photo's pixels.
+    box: Mapped[list[Any]] = mapped_column(JSON)
+    dim: Mapped[int] = mapped_column(Integer)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class ConceptSuggestion(Base):
+    """"You have N photos of something unnamed": a cluster of library crops that matched no
+    registered concept, proposed to its owner (``state`` an
+    :class:`app.enums.SuggestionState`). An answered one (accepted or dismissed) keeps its
+    photos: a later cluster made mostly of them is not proposed again."""
+
+    __tablename__ = "concept_suggestions"
+    __table_args__ = (
+        Index("ix_concept_suggestions_owner_state", "owner_id", "state"),
+        NEVER_REUSE_IDS,
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    state: Mapped[str] = mapped_column(String(16), default="open")
+    #: The discovery job that proposed it (or last found it again).
+    job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True
+    )
+    #: The concept made by accepting it.
+    concept_id: Mapped[int | None] = mapped_column(
+        ForeignKey("concepts.id", ondelete="SET NULL"), nullable=True
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
+    answered_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
+
+    photos: Mapped[list[ConceptSuggestionPhoto]] = relationship(
+        back_populates="suggestion",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        # Written best first (closest to the cluster's centre).
+        order_by="ConceptSuggestionPhoto.id",
+    )
+
+
+class ConceptSuggestionPhoto(Base):
+    """A member of a suggestion: the photo, the crop that joined the cluster, and how close
+    that crop is to the cluster's centre (cosine similarity)."""
+
+    __tablename__ = "concept_suggestion_photos"
+    __table_args__ = (
+        UniqueConstraint(
+            "suggestion_id", "photo_id", name="uq_concept_suggestion_photos_suggestion_photo"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    suggestion_id: Mapped[int] = mapped_column(
+        ForeignKey("concept_suggestions.id", ondelete="CASCADE"), index=True
+    )
+    photo_id: Mapped[int] = mapped_column(
+        ForeignKey("library_photos.id", ondelete="CASCADE"), index=True
+    )
+    #: [x0, y0, x1, y1] in the stored photo's pixels.
+    box: Mapped[list[Any]] = mapped_column(JSON)
+    score: Mapped[float] = mapped_column(Float)
+
+    suggestion: Mapped[ConceptSuggestion] = relationship(back_populates="photos")
+    photo: Mapped[LibraryPhoto] = relationship()
 
 
 class Job(Base):

@@ -350,6 +350,41 @@ class EvaluationSettings(BaseModel):
     gate_set: str = Field("", description="Name of the evaluation set used by the gate.")
 
 
+class LibrarySettings(BaseModel):
+    discovery_period_s: int = Field(
+        86400,
+        ge=0,
+        description="Concept discovery in the background (\"nightly\"): a library with photos "
+        "imported since its last discovery gets a discovery job once that one is this old "
+        "(queued by the app processes' maintenance thread, which checks every 10 minutes at "
+        "most). 0: only on demand, from the library page, the API or `repic library discover`.",
+    )
+    discovery_min_cluster_size: int = Field(
+        5,
+        ge=2,
+        description="Fewest photos of one unnamed subject that discovery proposes as a new "
+        "concept (HDBSCAN's min_cluster_size).",
+    )
+    discovery_categories: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["person", "animal", "pet", "toy", "object"],
+        description="What the detector is asked to find in library photos for discovery "
+        "(comma separated or a JSON list); unused with detector.kind = none, where the whole "
+        "photo is the one crop.",
+    )
+    discovery_max_crops: int = Field(
+        4, ge=1, description="Most detector crops per photo that discovery embeds (best first)."
+    )
+
+    @field_validator("discovery_categories", mode="before")
+    @classmethod
+    def _split_categories(cls, value: object) -> object:
+        if isinstance(value, str):
+            if value.strip().startswith("["):
+                return json.loads(value)
+            return [c.strip() for c in value.split(",") if c.strip()]
+        return value
+
+
 class LoggingSettings(BaseModel):
     level: str = Field("INFO", description="Log level.")
     json_logs: bool = Field(False, description="Emit JSON log lines.")
@@ -389,6 +424,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     training: TrainingSettings = TrainingSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
+    library: LibrarySettings = LibrarySettings()
     logging: LoggingSettings = LoggingSettings()
     metrics: MetricsSettings = MetricsSettings()
 
@@ -421,6 +457,11 @@ class Settings(BaseSettings):
     @property
     def images_dir(self) -> Path:
         return self.data_dir / "images"
+
+    @property
+    def library_staging_dir(self) -> Path:
+        """Browser uploads of a library import, until its job has read them."""
+        return self.data_dir / "library-imports"
 
     @property
     def index_dir(self) -> Path:

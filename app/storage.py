@@ -19,6 +19,7 @@ import fcntl
 import hashlib
 import io
 import logging
+import math
 import os
 import tempfile
 import time
@@ -33,6 +34,7 @@ import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 from app.errors import InvalidInput, PayloadTooLarge, UnsupportedMedia
+from app.ml.images import SOURCE_INFO, SourceFile
 
 log = logging.getLogger(__name__)
 
@@ -86,18 +88,39 @@ class ValidImage:
     filename: str
     source_format: str = ""
     source_sha256: str = ""
+    #: How many times smaller on each side :meth:`open` decodes the pixels: 1, or the JPEG DCT
+    #: scale (2, 4, 8) the caller of :func:`validate_image` chose with ``decode_scale_for``.
+    decode_scale: int = 1
     _decoded: Image.Image | None = field(default=None, repr=False, compare=False)
+    #: The stored file decodes to exactly the RGB pixels :meth:`open` returns (nothing rotated,
+    #: converted or reduced): they are tagged with it (:data:`~app.ml.images.SOURCE_INFO`).
+    _as_stored: bool = field(default=False, repr=False, compare=False)
 
     @property
     def extension(self) -> str:
         return ACCEPTED_FORMATS[self.format]
 
     def open(self) -> Image.Image:
-        """The decoded RGB image (decoded once, then shared: callers must not modify it)."""
+        """The decoded RGB image (decoded once, then shared: callers must not modify it).
+
+        Its size is ``width x height``, or about 1/``decode_scale`` of each side: map
+        coordinates found on it back with ``width / image.width``.
+        """
         if self._decoded is None:
             with Image.open(io.BytesIO(self.data)) as img:
+                if self.decode_scale > 1:
+                    img.draft("RGB", _draft_request(self.width, self.height, self.decode_scale))
                 self._decoded = img.convert("RGB")
+        if self._as_stored and SOURCE_INFO not in self._decoded.info:
+            source = SourceFile(self.format, self.data, (self.width, self.height))
+            self._decoded.info[SOURCE_INFO] = source
         return self._decoded
+
+
+def _draft_request(width: int, height: int, scale: int) -> tuple[int, int]:
+    """The size to ask :meth:`PIL.Image.Image.draft` for so that it picks exactly ``scale``
+    (it takes the largest of 8, 4, 2 that fits ``width // requested`` on both sides)."""
+    return max(1, width // scale), max(1, height // scale)
 
 
 def check_filename(filename: str | None) -> str:
@@ -128,10 +151,17 @@ def validate_image(
     *,
     max_bytes: int,
     max_pixels: int,
+    decode_scale_for: Callable[[int, int], int] | None = None,
 ) -> ValidImage:
     """Check one upload and return it with EXIF orientation applied.
 
     Raises a domain error (a 4xx for the API) whose message names the file and the problem.
+
+    ``decode_scale_for(width, height)``, when given, says how many times smaller (1, 2, 4 or 8)
+    the caller can use the pixels of a ``width x height`` photo: a JPEG stored as uploaded is
+    then decoded once, by libjpeg's DCT scaling (Pillow's draft mode), at that scale. The
+    whole file is still decoded, so a damaged one is refused as before; ``width``, ``height``
+    and the stored bytes stay those of the upload.
     """
     name = check_filename(filename)
     label = name or "upload"
@@ -162,6 +192,18 @@ def validate_image(
                         f"{label}: {width}x{height} pixels is more than the limit of "
                         f"{max_pixels} pixels"
                     )
+                scale = 1
+                # A rotated JPEG is stored as a rotated copy: that needs every pixel.
+                if (
+                    decode_scale_for is not None
+                    and source_format == "JPEG"
+                    and probe.getexif().get(0x0112, 1) == 1
+                ):
+                    scale = decode_scale_for(width, height)
+                    if scale not in (2, 4, 8) or probe.draft(
+                        "RGB", _draft_request(width, height, scale)
+                    ) is None:
+                        scale = 1
                 probe.load()  # an MPO's first frame: the one a camera shows
                 orientation = probe.getexif().get(0x0112, 1)
                 oriented = ImageOps.exif_transpose(probe) if orientation != 1 else None
@@ -170,9 +212,10 @@ def validate_image(
                 if oriented is not None or fmt != source_format:
                     stored = _encode(oriented or probe, fmt)
                     width, height = (oriented or probe).size
+                as_stored = stored is None and scale == 1 and probe.mode == "RGB"
                 # Small photos stay decoded for the request (saves a second decode); large ones
                 # are decoded again on use rather than held in memory.
-                small = width * height <= KEEP_DECODED_PIXELS
+                small = math.prod((oriented or probe).size) <= KEEP_DECODED_PIXELS
                 decoded = (oriented or probe).convert("RGB") if small else None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise PayloadTooLarge(
@@ -194,7 +237,9 @@ def validate_image(
         filename=name,
         source_format=source_format,
         source_sha256=source_sha256,
+        decode_scale=scale,
         _decoded=decoded,
+        _as_stored=as_stored,
     )
 
 
@@ -250,15 +295,22 @@ class ImageStore:
         #: Whether any committed row uses a stored file (set by the wiring; None: never asked,
         #: deletion then relies on claims alone, as in tests of the store by itself).
         self.is_referenced = is_referenced
+        self._resolved_root: tuple[Path, Path] | None = None
 
     def relative_path(self, sha256: str, extension: str) -> str:
         return f"{sha256[:2]}/{sha256[2:4]}/{sha256}.{extension}"
 
     def absolute(self, relative: str) -> Path:
         path = (self.root / relative).resolve()
-        if not path.is_relative_to(self.root.resolve()):
+        if not path.is_relative_to(self._real_root()):
             raise InvalidInput("Stored path escapes the image store")
         return path
+
+    def _real_root(self) -> Path:
+        """``root`` resolved, once per value of ``root`` (every request resolves paths)."""
+        if self._resolved_root is None or self._resolved_root[0] != self.root:
+            self._resolved_root = (self.root, self.root.resolve())
+        return self._resolved_root[1]
 
     @property
     def pending_dir(self) -> Path:

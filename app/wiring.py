@@ -12,6 +12,10 @@ Who builds what (see docs/architecture.md for the picture)::
              -> EvaluationService(sets, jobs, captions, retrieval)
              -> TrainingService(jobs, versions, post_training = evaluation, detector)
              -> CaptionBatchService, IndexJobs
+             -> LibraryService(concepts), LibraryImports(jobs), LibraryCaptions(jobs, captions)
+             -> LibraryDiscovery(jobs, retrieval, concepts, library captions)
+             -> Maintenance(jobs, store, purges, discovery's due jobs)
+             -> LibraryExportService(store)   (zip/JSON/CSV exports, XMP through exiftool)
              -> JobRuntime(jobs, {kind: runner})   (what worker tasks call)
              -> ReadinessService
              -> BrowserSessions, LoginThrottle -> Accounts (logins, password changes)
@@ -34,6 +38,7 @@ from app.security import configure_password_hashing
 from app.services.accounts import Accounts
 from app.services.browser_sessions import BrowserSessions
 from app.services.caption_batches import CaptionBatchService
+from app.services.concept_shares import ConceptShareService
 from app.services.concepts import ConceptService, UploadLimits
 from app.services.evaluation import EvaluationService
 from app.services.evaluation_gate import EvaluationGate
@@ -42,6 +47,11 @@ from app.services.index_jobs import IndexJobs
 from app.services.job_kinds import JobKind
 from app.services.job_runtime import JobRuntime
 from app.services.jobs import JobService
+from app.services.library import LibraryService
+from app.services.library_captions import LibraryCaptions
+from app.services.library_discovery import LibraryDiscovery
+from app.services.library_export import LibraryExportService
+from app.services.library_import import LibraryImports
 from app.services.login_throttle import LoginThrottle
 from app.services.maintenance import Maintenance
 from app.services.model_catalog import force_offline
@@ -99,14 +109,10 @@ def build_container(settings: Settings, models: ModelLoading = ModelLoading.NONE
     )
     browser_sessions = BrowserSessions(session_factory, settings.auth.session_max_age_s)
     throttle = LoginThrottle(session_factory, settings.auth)
-    maintenance = Maintenance(
-        settings,
-        jobs,
-        store,
-        PhotoReferences(session_factory).all,
-        purges=(browser_sessions.purge, throttle.purge),
+    library_imports = LibraryImports(
+        session_factory, store, settings.storage, jobs, settings.library_staging_dir
     )
-    closers = [sender.close, model_services.close, maintenance.stop]
+    closers = [sender.close, model_services.close]
     try:
         model_services.load()
         retrieval = model_services.loaded_retrieval()
@@ -120,6 +126,8 @@ def build_container(settings: Settings, models: ModelLoading = ModelLoading.NONE
             # The index follows photo changes in this process when it was loaded at start.
             hooks=retrieval.index if retrieval is not None else None,
         )
+        # Sharing moves the invitee's revision; the loaded index follows it in this process.
+        shares = ConceptShareService(retrieval.index if retrieval is not None else None)
         versions = VersionService(
             session_factory,
             base_model=model_services.served_model(),
@@ -150,6 +158,24 @@ def build_container(settings: Settings, models: ModelLoading = ModelLoading.NONE
             session_factory, store, settings.storage, jobs, model_services.captions
         )
         index_jobs = IndexJobs(model_services.retrieval)
+        library = LibraryService(store, concepts)
+        library_captions = LibraryCaptions(
+            session_factory, store, settings.storage, settings.caption, jobs,
+            model_services.captions,
+        )
+        library_discovery = LibraryDiscovery(
+            session_factory, store, settings.library, settings.storage, jobs,
+            model_services.retrieval, concepts, library_captions,
+        )
+        maintenance = Maintenance(
+            settings,
+            jobs,
+            store,
+            PhotoReferences(session_factory).all,
+            purges=(browser_sessions.purge, throttle.purge, library_imports.purge_staging),
+            discover=library_discovery.enqueue_due,
+        )
+        closers.append(maintenance.stop)
         runtime = JobRuntime(
             jobs,
             {
@@ -159,6 +185,9 @@ def build_container(settings: Settings, models: ModelLoading = ModelLoading.NONE
                 JobKind.CAPTION_BATCH: caption_batches.run,
                 JobKind.REBUILD_INDEX: index_jobs.rebuild,
                 JobKind.EMBED_IMAGES: index_jobs.embed_images,
+                JobKind.LIBRARY_IMPORT: library_imports.run,
+                JobKind.LIBRARY_CAPTION: library_captions.run,
+                JobKind.LIBRARY_DISCOVER: library_discovery.run,
             },
         )
         if models is ModelLoading.ALL:
@@ -178,6 +207,7 @@ def build_container(settings: Settings, models: ModelLoading = ModelLoading.NONE
         store=store,
         models=model_services,
         concepts=concepts,
+        shares=shares,
         sender=sender,
         jobs=jobs,
         job_runtime=runtime,
@@ -186,6 +216,11 @@ def build_container(settings: Settings, models: ModelLoading = ModelLoading.NONE
         evaluations=evaluations,
         training=training,
         caption_batches=caption_batches,
+        library=library,
+        library_imports=library_imports,
+        library_captions=library_captions,
+        library_discovery=library_discovery,
+        library_exports=LibraryExportService(store),
         readiness=ReadinessService(engine, store, model_services, sender, warnings),
         maintenance=maintenance,
         accounts=Accounts(settings.auth, throttle, browser_sessions),

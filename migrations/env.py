@@ -6,7 +6,7 @@ from alembic import context
 from sqlalchemy import Connection
 
 from app.db import make_engine
-from app.models import Base
+from app.models import Base, include_in_autogenerate
 
 config = context.config
 target_metadata = Base.metadata
@@ -23,7 +23,11 @@ def _url() -> str:
 
 def run_migrations_offline() -> None:
     context.configure(
-        url=_url(), target_metadata=target_metadata, literal_binds=True, render_as_batch=True
+        url=_url(),
+        target_metadata=target_metadata,
+        literal_binds=True,
+        render_as_batch=True,
+        include_object=include_in_autogenerate,
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -54,6 +58,7 @@ def _run(connection: Connection) -> None:
             target_metadata=target_metadata,
             render_as_batch=True,  # SQLite needs batch mode to alter tables
             compare_type=True,
+            include_object=include_in_autogenerate,  # full-text objects of one database
         )
         with context.begin_transaction():
             context.run_migrations()

@@ -9,6 +9,11 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
   as_root apt-get update -qq && as_root apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 
+if ! command -v exiftool >/dev/null 2>&1; then
+  echo "installing exiftool (Debian package libimage-exiftool-perl) for the XMP tests"
+  as_root apt-get update -qq && as_root apt-get install -y -qq libimage-exiftool-perl >/dev/null
+fi
+
 if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
   echo "starting PostgreSQL"
   as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true

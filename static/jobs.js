@@ -126,6 +126,8 @@
       const result = document.querySelector(".job-result");
       if (result && !result.textContent.trim()) showResult(result, job.result);
     }
+    // Pages that show more of a job (the library's counts and reports) listen for this.
+    box.dispatchEvent(new CustomEvent("repic:job", { detail: job }));
   }
 
   async function poll(box) {
@@ -142,6 +144,10 @@
   }
 
   document.addEventListener("DOMContentLoaded", () => {
-    document.querySelectorAll(".job-live[data-job-id]").forEach((box) => poll(box));
+    document.querySelectorAll(".job-live[data-job-id]").forEach((box) => {
+      if (box.dataset.jobId) poll(box);
+    });
   });
+  // A job box a page adds later (a job it just started) is followed the same way.
+  window.repicWatchJob = (box) => poll(box);
 })();

@@ -354,6 +354,14 @@ def test_dockerfile_runs_as_a_non_root_user(dockerfile: Path) -> None:
     assert "HEALTHCHECK" in text
 
 
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_installs_exiftool(dockerfile: Path) -> None:
+    # The library's XMP export runs exiftool (app/services/xmp.py) in the app and the CLI.
+    text = dockerfile.read_text(encoding="utf-8")
+    installs = re.findall(r"apt-get install[^\n]*(?:\\\n[^\n]*)*", text)
+    assert any("libimage-exiftool-perl" in line for line in installs)
+
+
 def test_web_image_torch_pins_match_pyproject() -> None:
     pins = {}
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
@@ -363,3 +371,28 @@ def test_web_image_torch_pins_match_pyproject() -> None:
     text = DOCKERFILES[0].read_text(encoding="utf-8")
     assert f"ARG TORCH_VERSION={pins['torch']}" in text
     assert f"ARG TORCHVISION_VERSION={pins['torchvision']}" in text
+
+
+def test_the_app_starts_through_the_metrics_directory_script(resolved: dict[str, Any]) -> None:
+    # Several uvicorn workers sum their metrics only in prometheus_client's multiprocess mode.
+    command = " ".join(resolved["services"]["app"]["command"])
+    assert "exec /app/docker/app-start.sh uvicorn app.asgi:app" in command
+    web = (ROOT / "docker" / "Dockerfile").read_text(encoding="utf-8")
+    assert "COPY --chmod=0755 docker/app-start.sh ./docker/app-start.sh" in web
+    (cmd,) = re.findall(r"^CMD (\[.*\])$", web, re.MULTILINE)
+    assert json.loads(cmd)[:2] == ["/app/docker/app-start.sh", "uvicorn"]
+
+
+def test_the_metrics_directory_script_empties_it_and_runs_the_command(tmp_path: Path) -> None:
+    stale = tmp_path / "metrics" / "counter_41.db"
+    stale.parent.mkdir()
+    stale.write_bytes(b"an earlier run")
+
+    out = subprocess.run(
+        ["sh", str(ROOT / "docker" / "app-start.sh"), "sh", "-c",
+         'echo "$PROMETHEUS_MULTIPROC_DIR"; ls -A "$PROMETHEUS_MULTIPROC_DIR"'],
+        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(stale.parent)},
+        capture_output=True, text=True, check=True,
+    )
+
+    assert out.stdout.splitlines() == [str(stale.parent)]

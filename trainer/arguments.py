@@ -45,6 +45,8 @@ LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
 #: The policy objective: GRPO's token-level importance ratios (the paper) or GSPO's
 #: sequence-level ones (the authors' follow-up, CoViP, REPIC_SPEC.md §8.6).
 LOSSES = ("grpo", "gspo")
+#: Attention implementations transformers loads the policy with (flash ones need flash-attn).
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2", "flash_attention_3")
 
 
 def _help(text: str) -> dict[str, str]:
@@ -95,11 +97,28 @@ class RepicTrainingArguments:
     num_concept_records: int = field(
         default=2000, metadata=_help("How many records to build from concepts (paper: ~2K).")
     )
-    mix_oct: float = field(default=0.44, metadata=_help("Share of OCT records built."))
-    mix_vlt: float = field(default=0.25, metadata=_help("Share of VLT records built."))
-    mix_ict: float = field(default=0.26, metadata=_help("Share of single-ICT records built."))
+    mix_oct: float = field(
+        default=0.44,
+        metadata=_help(
+            "Share of OCT records built (ours: the paper gives no OCT:VLT split of its ~69% "
+            "non-ICT records)."
+        ),
+    )
+    mix_vlt: float = field(
+        default=0.25, metadata=_help("Share of VLT records built (ours, as mix_oct).")
+    )
+    mix_ict: float = field(
+        default=0.26,
+        metadata=_help(
+            "Share of single-ICT records built (paper: ~31% ICT in all, with mix_ict_multi)."
+        ),
+    )
     mix_ict_multi: float = field(
-        default=0.05, metadata=_help("Share of multi-ICT records built (paper: ~4.7%).")
+        default=0.05,
+        metadata=_help(
+            "Share of multi-ICT records built (paper: ~4.7%), from real photos of several "
+            "concepts when there are any, else composites."
+        ),
     )
     detail_question_rate: float = field(
         default=0.3,
@@ -197,10 +216,78 @@ class RepicTrainingArguments:
             "models run faster with 1 on a busy machine)."
         ),
     )
+    # ---- step-time levers (docs/training.md says what each changes in the algorithm); the
+    # defaults are the paper's fully on-policy run
+    optimizer_steps_per_generation: int = field(
+        default=1,
+        metadata=_help(
+            "Optimizer steps fed by one generation round (1: on-policy, the paper). N > 1 "
+            "generates N steps' prompts at once (TRL's steps_per_generation = N x "
+            "gradient_accumulation_steps, generation_batch_size = N x prompts_per_step x G); "
+            "steps 2..N learn from completions of an older policy, corrected by TRL's "
+            "clipped importance ratio (off-policy, not equivalent)."
+        ),
+    )
+    attn_implementation: str = field(
+        default="sdpa",
+        metadata=_help(
+            f"Attention kernels of the policy, one of {ATTN_IMPLEMENTATIONS}: 'sdpa' "
+            "(torch's scaled_dot_product_attention, the default), 'flash_attention_2'/'_3' "
+            "when the flash-attn package is installed (GPU), 'eager' (plain matmuls). Same "
+            "maths; results differ only by floating-point rounding."
+        ),
+    )
+    use_transformers_continuous_batching: bool = field(
+        default=False,
+        metadata=_help(
+            "Generate with transformers' paged continuous batching (TRL's "
+            "use_transformers_continuous_batching, formerly use_transformers_paged). Refused "
+            "with the installed TRL (1.16), whose GRPOTrainer does not support it for "
+            "vision-language models."
+        ),
+    )
+    use_liger_kernel: bool = field(
+        default=False,
+        metadata=_help(
+            "Liger's Triton kernels for the model's layers (RMSNorm, RoPE, SwiGLU; GPU and the "
+            "liger-kernel package needed). TRL 1.16 has no Liger GRPO loss any more: its own "
+            "fused LM head already computes log-probabilities without materialising logits."
+        ),
+    )
     use_vllm: bool = field(default=False, metadata=_help("Generate rollouts with vLLM (GPU only)."))
-    vllm_mode: str = field(default="server", metadata=_help("'server' or 'colocate'."))
+    vllm_mode: str = field(
+        default="server",
+        metadata=_help(
+            "'server' (a `trl vllm-serve` process) or 'colocate' (vLLM inside the training "
+            "process, sharing its GPU)."
+        ),
+    )
     vllm_server_base_url: str | None = field(
         default=None, metadata=_help("URL of a `trl vllm-serve` server in server mode.")
+    )
+    vllm_gpu_memory_utilization: float = field(
+        default=0.3,
+        metadata=_help(
+            "Colocate mode: share of the GPU's memory vLLM takes for weights and KV cache."
+        ),
+    )
+    vllm_max_model_length: int | None = field(
+        default=None,
+        metadata=_help("Colocate mode: vLLM's context length (default: the model's)."),
+    )
+    vllm_enable_sleep_mode: bool = field(
+        default=False,
+        metadata=_help(
+            "Colocate mode: vLLM frees its weights and KV cache during the optimizer step "
+            "(less memory, a reload each step)."
+        ),
+    )
+    vllm_importance_sampling_correction: bool = field(
+        default=True,
+        metadata=_help(
+            "Correct for the gap between vLLM's sampling probabilities and the trainer's "
+            "(TRL's truncated/masked importance sampling, mode sequence_mask, C_max 3)."
+        ),
     )
     # ---- output
     output_dir: str = field(default="runs", metadata=_help("Parent folder of run folders."))
@@ -235,6 +322,7 @@ class RepicTrainingArguments:
         "gradient_checkpointing",
         "torch_threads",
         "vllm_server_base_url",
+        "vllm_max_model_length",
         "run_id",
         mode="before",
     )
@@ -264,6 +352,21 @@ class RepicTrainingArguments:
             errors.append(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         if self.vllm_mode not in ("server", "colocate"):
             errors.append(f"vllm_mode must be 'server' or 'colocate', got {self.vllm_mode!r}")
+        if self.optimizer_steps_per_generation < 1:
+            errors.append(
+                "optimizer_steps_per_generation must be >= 1 (1: on-policy), got "
+                f"{self.optimizer_steps_per_generation}"
+            )
+        if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
+            errors.append(
+                f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, got "
+                f"{self.attn_implementation!r}"
+            )
+        if not 0 < self.vllm_gpu_memory_utilization <= 1:
+            errors.append(
+                "vllm_gpu_memory_utilization must be in (0, 1], got "
+                f"{self.vllm_gpu_memory_utilization}"
+            )
         if self.min_pixels > self.max_pixels:
             errors.append("min_pixels must not exceed max_pixels")
         total = self.prompts_per_step * self.num_generations

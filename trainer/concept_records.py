@@ -2,10 +2,11 @@
 
 This module owns :class:`ConceptPhotos` (a concept as plain data, handed over by the caller,
 which has already filtered on the owners' "allow training" flag), the concepts-file reader
-(:func:`load_concepts_file`), :class:`TaskMix` and :class:`BuildOptions`, and
-:func:`build_concept_records`: OCT positives/negatives, single-ICT, multi-ICT on composite
-canvases, VLT from real photos with real boxes (annotations or detections; composites only
-as the fallback).
+(:func:`load_concepts_file`), :class:`TaskMix` and :class:`BuildOptions`, :class:`GroupPhoto`
+(a real photo holding several of one owner's concepts), and :func:`build_concept_records`:
+OCT positives/negatives, single-ICT, multi-ICT from real group photos with references cropped
+from them (composite canvases only as the fallback), VLT from real photos with real boxes
+(annotations or detections; composites only as the fallback).
 
 Records hold name slots (``{name0}``) instead of names; :mod:`trainer.trl_dataset` fills them
 at access time. A record's problem is the paper's preamble plus one question drawn from its
@@ -76,11 +77,38 @@ def _lookup(mapping: Mapping[Path | str, Any] | None, path: Path | str) -> Any:
 
 
 @dataclass(frozen=True)
-class TaskMix:
-    """Shares of the four tasks; the default is the paper's mix (REPIC_SPEC.md §2).
+class GroupPhoto:
+    """A real photo that holds two or more of one owner's concepts (plain data).
 
-    About 31% ICT, of which about 5 points multi-ICT; the rest OCT and VLT. Too much ICT makes
-    training fail (the paper's finding), so raise it with care.
+    ``concept_ids`` are the concepts in it (as :attr:`ConceptPhotos.concept_id`); ``boxes``
+    maps a concept id to its box in the photo, ``(x1, y1, x2, y2)`` in the pixels of an image
+    of ``frame`` (width, height; default: the file's own size), e.g. where retrieval found it.
+    The caller passes only photos whose concepts are all the owner's and allowed for training
+    (:meth:`app.services.training.TrainingService.group_photos` reads them from captions).
+    """
+
+    image_path: Path
+    concept_ids: tuple[str | int, ...]
+    boxes: Mapping[str | int, tuple[int, int, int, int]] | None = None
+    frame: tuple[int, int] | None = None
+    photo_id: str | int | None = None
+
+
+#: The smallest side of a box cropped into a multi-ICT reference; a smaller one (a face far
+#: away) gives the model next to nothing to match, so the concept's own photo is used instead.
+MIN_CROP_SIDE = 32
+
+
+@dataclass(frozen=True)
+class TaskMix:
+    """Shares of the four tasks (REPIC_SPEC.md §2); where each default comes from:
+
+    - ``ict`` + ``ict_multi`` = 0.31: the paper's figure (about 31% ICT, single and multi);
+    - ``ict_multi`` = 0.05: the paper's about 4.7%, rounded;
+    - ``oct`` = 0.44 and ``vlt`` = 0.25: our choice; the paper gives no OCT:VLT split of the
+      other 69%.
+
+    Too much ICT makes training fail (the paper's finding), so raise it with care.
     """
 
     oct: float = 0.44
@@ -120,11 +148,13 @@ class BuildOptions:
     mix: TaskMix = field(default_factory=TaskMix)
     seed: int = 0
     #: Share of OCT records that are positive pairs (same concept); the rest are negatives.
+    #: Ours: the paper has both kinds and gives no ratio.
     oct_positive_rate: float = 0.5
     #: Share of ICT records whose question is "Describe the image in detail." (keeps captions
-    #: long); the others draw their question from the paper's 26-question pool.
+    #: long); the others draw their question from the paper's 26-question pool. Ours: the
+    #: paper says to mix detailed questions in, without a figure.
     detail_question_rate: float = 0.3
-    #: Most concepts in one multi-ICT query canvas (2..max_multi).
+    #: Most concepts named in one multi-ICT record (2..max_multi): the paper's 2-3 references.
     max_multi: int = 3
     #: Height in pixels of each photo pasted into a composite (the reader resizes it further).
     composite_height: int = 336
@@ -132,7 +162,9 @@ class BuildOptions:
     source: str = "concepts"
 
 
-def _feasible_tasks(concepts: Sequence[ConceptPhotos]) -> set[str]:
+def _feasible_tasks(
+    concepts: Sequence[ConceptPhotos], group_photos: Sequence[GroupPhoto] = ()
+) -> set[str]:
     with_photo = [c for c in concepts if c.image_paths]
     with_pair = [c for c in concepts if len(c.image_paths) >= 2]
     tasks: set[str] = set()
@@ -140,7 +172,7 @@ def _feasible_tasks(concepts: Sequence[ConceptPhotos]) -> set[str]:
         tasks.add("oct")
     if with_pair:
         tasks.add("ict")
-    if len(with_pair) >= 2:
+    if len(with_pair) >= 2 or group_photos:
         tasks.add("ict_multi")
     if with_photo:
         tasks.add("vlt")
@@ -154,6 +186,7 @@ class _Composer:
         self.out_dir = out_dir
         self.options = options
         self.count = 0
+        self._crops: dict[tuple[str, str], Path | None] = {}
         out_dir.mkdir(parents=True, exist_ok=True)
 
     def compose(
@@ -189,6 +222,38 @@ class _Composer:
         canvas.save(out, quality=90)
         return out, boxes
 
+    def crop(self, photo: GroupPhoto, concept_id: str | int) -> Path | None:
+        """The concept's box cut out of a group photo (written once), or None when the photo
+        has no usable box of it (none, smaller than :data:`MIN_CROP_SIDE`, or the whole
+        photo, which is no reference of one concept)."""
+        from PIL import Image
+
+        box = (photo.boxes or {}).get(concept_id)
+        if box is None:
+            return None
+        key = (str(photo.image_path), str(concept_id))
+        if key in self._crops:
+            return self._crops[key]
+        with Image.open(photo.image_path) as img:
+            rgb = img.convert("RGB")
+        width, height = photo.frame or rgb.size
+        sx, sy = rgb.width / width, rgb.height / height
+        x1, y1, x2, y2 = (round(box[0] * sx), round(box[1] * sy), round(box[2] * sx),
+                          round(box[3] * sy))
+        x1, y1, x2, y2 = max(0, x1), max(0, y1), min(rgb.width, x2), min(rgb.height, y2)
+        whole = (x2 - x1) * (y2 - y1) >= FULL_PHOTO_SHARE * rgb.width * rgb.height
+        if min(x2 - x1, y2 - y1) < MIN_CROP_SIDE or whole:
+            self._crops[key] = None
+            return None
+        out = self.out_dir / f"crop_{len(self._crops):05d}.jpg"
+        rgb.crop((x1, y1, x2, y2)).save(out, quality=92)
+        self._crops[key] = out
+        return out
+
+
+#: A box covering this share of its photo or more is the whole photo (retrieval's whole-image
+#: hit), not one concept's region.
+FULL_PHOTO_SHARE = 0.9
 
 #: Longest description read as a referring expression (RefCOCO's are a few words long).
 MAX_EXPRESSION_WORDS = 10
@@ -226,14 +291,22 @@ def build_concept_records(
     concepts: Sequence[ConceptPhotos],
     out_dir: str | Path,
     options: BuildOptions | None = None,
+    group_photos: Sequence[GroupPhoto] = (),
 ) -> list[TrainingRecord]:
     """Build RePIC records from registered concepts (REPIC_SPEC.md §2, "For our service").
 
     - OCT positive: two different photos of one concept, "yes"; negative: a photo of concept A
       as reference and a photo of another concept B, "no".
     - single-ICT: a photo of a concept as reference, another photo of it as query.
-    - multi-ICT: 2..max_multi concepts; one photo of each as references and a composite query
-      canvas (written under ``out_dir``) made of *other* photos of them; solution their names.
+    - multi-ICT: from a real group photo whenever any of ``group_photos`` holds two or more
+      of the given concepts (kind ``ict_multi_photo``): the photo is the query, 2..max_multi
+      of its concepts are named, each one's reference cropped from the photo at its box (the
+      paper's "references cropped from one real multi-object image"), or one of the concept's
+      own photos when the group photo has no usable box of it. Only without such photos, as
+      a fallback: one photo of each of 2..max_multi concepts as references and a composite
+      query canvas (written under ``out_dir``) made of *other* photos of them (kind
+      ``ict_multi_composite``, so the data summary shows how much is synthetic). The
+      solution is their names.
     - VLT: a real photo with a real box whenever any photo has one (the owner's annotation or
       the detector's box over the photo, the box in the photo's own pixels; kinds
       ``vlt_annotation`` / ``vlt_detected_box``), else, as a fallback only, a composite canvas
@@ -253,7 +326,13 @@ def build_concept_records(
     concepts = [c for c in concepts if c.image_paths]
     if not concepts:
         raise DatasetError(["concepts: no concept with photos was given"])
-    feasible = _feasible_tasks(concepts)
+    by_id = {c.concept_id: c for c in concepts}
+    # Photos of which two or more concepts are among those given (the others were not allowed).
+    groups = [
+        g for g in group_photos
+        if len({i for i in g.concept_ids if i in by_id}) >= 2 and Path(g.image_path).is_file()
+    ]
+    feasible = _feasible_tasks(concepts, groups)
     wanted = {t for t, s in options.mix.as_dict().items() if s > 0}
     if wanted - feasible:
         logger.warning(
@@ -330,7 +409,30 @@ def build_concept_records(
             meta("ict_single", [concept]),
         )
 
+    def ict_multi_photo_record() -> TrainingRecord:
+        photo = rng.choice(groups)
+        present = list(dict.fromkeys(i for i in photo.concept_ids if i in by_id))
+        k = rng.randint(2, max(2, min(options.max_multi, len(present))))
+        chosen = [by_id[i] for i in rng.sample(present, k)]
+        refs: list[Path | str] = []
+        ref_kinds = []
+        for concept in chosen:
+            crop = composer.crop(photo, concept.concept_id)
+            refs.append(crop if crop is not None else rng.choice(concept.image_paths))
+            ref_kinds.append("crop" if crop is not None else "concept_photo")
+        slots = [name_slot(i) for i in range(k)]
+        return TrainingRecord(
+            [*refs, photo.image_path],
+            ict_multi_problem(slots, ict_question(), draw_multi_preamble(rng)),
+            [format_name(s) for s in slots],
+            "ict_multi",
+            options.source,
+            meta("ict_multi_photo", chosen, references=ref_kinds, photo_id=photo.photo_id),
+        )
+
     def ict_multi_record() -> TrainingRecord:
+        if groups:
+            return ict_multi_photo_record()
         k = rng.randint(2, max(2, min(options.max_multi, len(with_pair))))
         chosen = rng.sample(with_pair, k)
         refs, pasted = [], []

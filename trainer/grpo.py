@@ -9,7 +9,10 @@ A run folder ``<output_dir>/<run_id>/`` holds ``adapter/`` (LoRA adapter), ``pro
 ``config.yaml`` (resolved arguments, loadable again), ``data_summary.json``, ``history.jsonl``
 (one row per step) and ``version.json`` (what the model-version registry needs).
 
-Defaults are the paper's (REPIC_SPEC.md §1). Our deliberate deviation: LoRA covers only the
+Defaults are the paper's (REPIC_SPEC.md §1), fully on-policy; the step-time levers (several
+optimizer steps per generation round, attention kernels, Liger, vLLM colocate) are arguments
+checked by :func:`check_levers` before anything is written (docs/training.md says what each
+changes in the algorithm). Our deliberate deviation: LoRA covers only the
 language model's linear layers (no ``lm_head``, nothing in the vision tower, whose MLP uses the
 same ``gate/up/down_proj`` names and is excluded by module path), so vLLM can serve every
 adapter.
@@ -41,6 +44,7 @@ from trainer.callbacks import (
 from trainer.concept_records import (
     BuildOptions,
     ConceptPhotos,
+    GroupPhoto,
     build_concept_records,
     load_concepts_file,
 )
@@ -87,7 +91,68 @@ def resolve_hardware(args: RepicTrainingArguments) -> tuple[str, bool, bool]:
     checkpointing = on_gpu if args.gradient_checkpointing is None else args.gradient_checkpointing
     if args.use_vllm and not on_gpu:
         raise ValueError("use_vllm needs a GPU; set use_vllm=false on CPU")
+    check_levers(args, on_gpu)
     return device, bf16, checkpointing
+
+
+#: The TRL releases whose GRPOTrainer refuses transformers' continuous batching for a model with
+#: a processor ("does not support multimodal models. Use `use_vllm` instead.").
+_TRL_WITHOUT_VLM_CONTINUOUS_BATCHING = "1.17"
+
+
+def check_levers(args: RepicTrainingArguments, on_gpu: bool) -> None:
+    """Refuse, before anything is written, a step-time lever this machine cannot run.
+
+    Each message says what is missing. vLLM, Liger and flash-attn are looked up without being
+    imported (``find_spec``), so the check is cheap and works where they are not installed.
+    """
+    import importlib.util
+
+    from packaging.version import Version
+    from transformers.utils import (
+        is_flash_attn_2_available,
+        is_flash_attn_3_available,
+        is_liger_kernel_available,
+    )
+
+    problems = []
+    if args.use_vllm and importlib.util.find_spec("vllm") is None:
+        problems.append(
+            "use_vllm needs the vllm package on the training machine (pip install vllm, a "
+            "release TRL supports); set use_vllm=false without it"
+        )
+    if args.use_liger_kernel:
+        if not on_gpu:
+            problems.append("use_liger_kernel needs a GPU (Liger's kernels are Triton kernels)")
+        elif not is_liger_kernel_available():
+            problems.append(
+                "use_liger_kernel needs the liger-kernel package (pip install liger-kernel)"
+            )
+    flash = {
+        "flash_attention_2": is_flash_attn_2_available,
+        "flash_attention_3": is_flash_attn_3_available,
+    }.get(args.attn_implementation)
+    if flash is not None:
+        if not on_gpu:
+            problems.append(
+                f"attn_implementation {args.attn_implementation!r} needs a GPU; use 'sdpa' on CPU"
+            )
+        elif not flash():
+            problems.append(
+                f"attn_implementation {args.attn_implementation!r} needs the "
+                "flash-attn package for this torch; 'sdpa' needs nothing"
+            )
+    if args.use_transformers_continuous_batching:
+        import trl
+
+        if Version(trl.__version__) < Version(_TRL_WITHOUT_VLM_CONTINUOUS_BATCHING):
+            problems.append(
+                f"use_transformers_continuous_batching: TRL {trl.__version__}'s GRPOTrainer "
+                "does not support it for vision-language models; use_vllm is the paged "
+                "generation path for them"
+            )
+    if problems:
+        raise ValueError("; ".join(problems))
 
 
 def resolve_model_path(args: RepicTrainingArguments) -> str:
@@ -106,9 +171,11 @@ def collect_records(
     args: RepicTrainingArguments,
     concepts: Sequence[ConceptPhotos] | None,
     work_dir: Path,
+    group_photos: Sequence[GroupPhoto] = (),
 ) -> list[TrainingRecord]:
     """Records from dataset files, from concepts (passed in or from ``concepts_file``), or both;
-    a toy run with neither builds toy concepts (DreamBooth photos if present, else drawings)."""
+    a toy run with neither builds toy concepts (DreamBooth photos if present, else drawings).
+    ``group_photos`` (real photos holding several of the concepts) give the multi-ICT records."""
     records: list[TrainingRecord] = []
     for path in args.dataset_files:
         records.extend(load_records(path, args.image_root))
@@ -124,7 +191,9 @@ def collect_records(
             seed=args.seed,
             detail_question_rate=args.detail_question_rate,
         )
-        records.extend(build_concept_records(concept_list, work_dir / "composites", options))
+        records.extend(
+            build_concept_records(concept_list, work_dir / "composites", options, group_photos)
+        )
     if not records:
         raise DatasetError(["no training data: give dataset_files, concepts_file or concepts"])
     return records
@@ -141,10 +210,41 @@ def load_processor(model_path: str, min_pixels: int, max_pixels: int) -> Any:
     return processor
 
 
+def model_load_kwargs(args: RepicTrainingArguments, bf16: bool) -> dict[str, Any]:
+    """``from_pretrained`` keywords of the policy: its dtype and attention kernels."""
+    import torch
+
+    return {
+        "dtype": torch.bfloat16 if bf16 else torch.float32,
+        "attn_implementation": args.attn_implementation,
+    }
+
+
+def build_lora_config(args: RepicTrainingArguments) -> Any:
+    """The run's PEFT ``LoraConfig`` (the language model's linear layers only)."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+        target_modules=args.lora_target_modules,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
 def build_grpo_config(
     args: RepicTrainingArguments, run_dir: Path, device: str, bf16: bool, checkpointing: bool
 ) -> Any:
-    """Map our arguments onto TRL's ``GRPOConfig`` (fully on-policy: one update per batch)."""
+    """Map our arguments onto TRL's ``GRPOConfig``.
+
+    By default fully on-policy: one generation round and one update per batch
+    (``num_iterations=1``, ``steps_per_generation = gradient_accumulation_steps``).
+    ``optimizer_steps_per_generation`` N > 1 makes one round feed N optimizer steps; TRL then
+    keeps the sampling policy's log-probabilities and clips the importance ratio of the later
+    steps (docs/training.md).
+    """
     from trl import GRPOConfig
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -201,9 +301,18 @@ def build_grpo_config(
         # hold stale copies of it.
         dataloader_num_workers=0,
         remove_unused_columns=False,
+        # One generation round per `optimizer_steps_per_generation` optimizer steps (TRL counts
+        # micro-batches); TRL derives generation_batch_size from it.
+        steps_per_generation=args.gradient_accumulation_steps * args.optimizer_steps_per_generation,
+        use_transformers_continuous_batching=args.use_transformers_continuous_batching,
+        use_liger_kernel=args.use_liger_kernel,
         use_vllm=args.use_vllm,
         vllm_mode=args.vllm_mode,
         vllm_server_base_url=args.vllm_server_base_url,
+        vllm_gpu_memory_utilization=args.vllm_gpu_memory_utilization,
+        vllm_max_model_length=args.vllm_max_model_length,
+        vllm_enable_sleep_mode=args.vllm_enable_sleep_mode,
+        vllm_importance_sampling_correction=args.vllm_importance_sampling_correction,
         log_completions=args.log_completions,
         **sequence_level,
     )
@@ -246,11 +355,13 @@ def main(
     *,
     concepts: Sequence[ConceptPhotos] | None = None,
     trainer_callbacks: Sequence[Any] = (),
+    group_photos: Sequence[GroupPhoto] = (),
 ) -> RunResult:
     """Run RePIC GRPO and write the run folder; returns what was produced.
 
     ``concepts`` (plain data, already filtered on the owners' training consent) are built into
-    records beside any ``dataset_files``. ``trainer_callbacks`` are extra
+    records beside any ``dataset_files``; ``group_photos`` (real photos holding several of
+    them, same consent) give their multi-ICT records. ``trainer_callbacks`` are extra
     ``transformers.TrainerCallback`` objects (tests and benchmarks inspect the model with them).
     ``stop_flag`` is checked after every step; a stopped run still saves its adapter, history
     and ``version.json`` (``stopped_early: true``).
@@ -262,7 +373,7 @@ def main(
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
     try:
-        return _run(args, callbacks, stop_flag, concepts, trainer_callbacks, started)
+        return _run(args, callbacks, stop_flag, concepts, trainer_callbacks, started, group_photos)
     finally:
         torch.set_num_threads(threads)
 
@@ -274,9 +385,8 @@ def _run(
     concepts: Sequence[ConceptPhotos] | None,
     trainer_callbacks: Sequence[Any],
     started: float,
+    group_photos: Sequence[GroupPhoto] = (),
 ) -> RunResult:
-    import torch
-    from peft import LoraConfig
     from transformers import AutoModelForImageTextToText, PrinterCallback
     from trl import GRPOTrainer
 
@@ -295,7 +405,7 @@ def _run(
         yaml.safe_dump(dataclasses.asdict(resolved), sort_keys=False), encoding="utf-8"
     )
 
-    records = collect_records(resolved, concepts, run_dir / "data")
+    records = collect_records(resolved, concepts, run_dir / "data", group_photos)
     summary = summarize(records)
     (run_dir / "data_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     sampler = (
@@ -318,16 +428,9 @@ def _run(
 
     processor = load_processor(model_path, resolved.min_pixels, resolved.max_pixels)
     model = AutoModelForImageTextToText.from_pretrained(
-        model_path, dtype=torch.bfloat16 if bf16 else torch.float32
+        model_path, **model_load_kwargs(resolved, bf16)
     )
-    peft_config = LoraConfig(
-        r=resolved.lora_r,
-        lora_alpha=resolved.lora_alpha,
-        lora_dropout=resolved.lora_dropout,
-        target_modules=resolved.lora_target_modules,
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
+    peft_config = build_lora_config(resolved)
     grpo_config = build_grpo_config(resolved, run_dir, device, bf16, checkpointing)
     progress = TrainerProgressAdapter(callbacks, stop_flag, run_dir / "history.jsonl")
     trainer = GRPOTrainer(
@@ -372,6 +475,9 @@ def _run(
         "lora_target_modules": resolved.lora_target_modules,
         "trainable_parameters": trainable,
         "loss": resolved.loss,
+        # 1: on-policy (the paper); more: off-policy steps (docs/training.md).
+        "optimizer_steps_per_generation": resolved.optimizer_steps_per_generation,
+        "generation": f"vllm-{resolved.vllm_mode}" if resolved.use_vllm else "transformers",
         "records": len(records),
         "steps": steps,
         "total_steps": total,
@@ -420,4 +526,12 @@ def train_cli(
     return result.run_dir
 
 
-__all__ = ["RunResult", "main", "train_cli"]
+__all__ = [
+    "RunResult",
+    "build_grpo_config",
+    "build_lora_config",
+    "check_levers",
+    "main",
+    "model_load_kwargs",
+    "train_cli",
+]

@@ -21,10 +21,16 @@ from app.services.accounts import Accounts
 from app.services.browser_sessions import Client
 from app.services.caption_batches import CaptionBatchService
 from app.services.captions import CaptionService
+from app.services.concept_shares import ConceptShareService
 from app.services.concepts import ConceptService
 from app.services.evaluation import EvaluationService
 from app.services.evaluation_sets import EvaluationSetService
 from app.services.jobs import JobService
+from app.services.library import LibraryService
+from app.services.library_captions import LibraryCaptions
+from app.services.library_discovery import LibraryDiscovery
+from app.services.library_export import LibraryExportService
+from app.services.library_import import LibraryImports
 from app.services.readiness import ReadinessService
 from app.services.retrieval import RetrievalService
 from app.services.training import TrainingService
@@ -68,15 +74,24 @@ def _bearer_token(request: Request) -> str | None:
     return None
 
 
+#: ``request.state`` attribute where :func:`caller_is_known` leaves the bearer token it checked
+#: and its user, so that the route's :func:`current_user` does not look the token up again.
+_GATE_USER = "bearer_user"
+
+
 def caller_is_known(request: Request, session: Session) -> bool:
     """Whether ``request`` carries a valid bearer token or the cookie of a live session.
 
     The gate before an upload's body is read (:mod:`app.api.limits`): no CSRF check here,
-    the route's own dependencies still run in full once the body is in.
+    the route's own dependencies still run in full once the body is in (a bearer token's
+    user found here is taken over, not read again).
     """
     token = _bearer_token(request)
     if token is not None:
-        return user_service.user_for_token(session, token) is not None
+        user = user_service.user_for_token(session, token)
+        if user is not None:
+            setattr(request.state, _GATE_USER, (token, user))
+        return user is not None
     cookie = session_cookie(request).token
     sessions = get_container(request).browser_sessions
     return cookie is not None and sessions.user(session, cookie, touch=False) is not None
@@ -85,6 +100,11 @@ def caller_is_known(request: Request, session: Session) -> bool:
 def _resolve_user(request: Request, session: Session) -> User | None:
     token = _bearer_token(request)
     if token is not None:
+        checked = getattr(request.state, _GATE_USER, None)
+        if checked is not None and checked[0] == token:
+            # This request's token, checked by the body gate moments ago: its user joins this
+            # session as it was loaded there (no query).
+            return session.merge(checked[1], load=False)
         user = user_service.user_for_token(session, token)
         if user is None:
             raise NotAuthenticated("Invalid, expired or revoked token")
@@ -201,8 +221,32 @@ def get_concepts(container: ContainerDep) -> ConceptService:
     return container.concepts
 
 
+def get_shares(container: ContainerDep) -> ConceptShareService:
+    return container.shares
+
+
 def get_caption_batches(container: ContainerDep) -> CaptionBatchService:
     return container.caption_batches
+
+
+def get_library_exports(container: ContainerDep) -> LibraryExportService:
+    return container.library_exports
+
+
+def get_library(container: ContainerDep) -> LibraryService:
+    return container.library
+
+
+def get_library_imports(container: ContainerDep) -> LibraryImports:
+    return container.library_imports
+
+
+def get_library_captions(container: ContainerDep) -> LibraryCaptions:
+    return container.library_captions
+
+
+def get_library_discovery(container: ContainerDep) -> LibraryDiscovery:
+    return container.library_discovery
 
 
 def get_readiness(container: ContainerDep) -> ReadinessService:
@@ -221,8 +265,14 @@ TrainingDep = Annotated[TrainingService, Depends(get_training)]
 EvaluationsDep = Annotated[EvaluationService, Depends(get_evaluations)]
 EvaluationSetsDep = Annotated[EvaluationSetService, Depends(get_evaluation_sets)]
 ConceptsDep = Annotated[ConceptService, Depends(get_concepts)]
+SharesDep = Annotated[ConceptShareService, Depends(get_shares)]
 CaptionBatchesDep = Annotated[CaptionBatchService, Depends(get_caption_batches)]
+LibraryExportsDep = Annotated[LibraryExportService, Depends(get_library_exports)]
 ReadinessDep = Annotated[ReadinessService, Depends(get_readiness)]
+LibraryDep = Annotated[LibraryService, Depends(get_library)]
+LibraryImportsDep = Annotated[LibraryImports, Depends(get_library_imports)]
+LibraryCaptionsDep = Annotated[LibraryCaptions, Depends(get_library_captions)]
+LibraryDiscoveryDep = Annotated[LibraryDiscovery, Depends(get_library_discovery)]
 AccountsDep = Annotated[Accounts, Depends(get_accounts)]
 
 

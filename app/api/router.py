@@ -13,7 +13,11 @@ from app.api.routes import (
     evaluations,
     health,
     jobs,
+    library,
+    library_export,
+    library_suggestions,
     retrieve,
+    shared_concepts,
     versions,
 )
 
@@ -27,12 +31,16 @@ ROUTERS: tuple[tuple[APIRouter, tuple[int, ...]], ...] = (
     (health.router, ()),
     (auth.router, (*BODY, *CALLER, 404, 409, 429, 503)),
     (concepts.router, (*BODY, *CALLER, 404, 409, 415, 503)),
+    (shared_concepts.router, (*CALLER, 404, 422, 503)),
     (retrieve.router, (*BODY, *CALLER, 415, 503)),
     (captions.router, (*BODY, *CALLER, 404, 409, 415, 503)),
     (jobs.router, (*CALLER, 404, 409, 422, 503)),
+    (library_export.router, (*CALLER, 404, 422, 503)),
     (versions.router, (*BODY, *CALLER, 404, 409, 502, 503)),
     (admin.router, (*BODY, *CALLER, 404, 409, 415, 503)),
     (evaluations.router, (*BODY, *CALLER, 404, 409, 503)),
+    (library.router, (*BODY, *CALLER, 404, 409, 503)),
+    (library_suggestions.router, (*BODY, *CALLER, 404, 409, 503)),
 )
 
 api_router = APIRouter(prefix="/api")

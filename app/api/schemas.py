@@ -21,6 +21,20 @@ class UserPublic(BaseModel):
     username: str
     is_admin: bool
     created_at: dt.datetime
+    allow_feedback_training: bool = Field(
+        False,
+        description="Whether your accepted and edited captions that name your concepts become "
+        "training records of the next retrain.",
+    )
+
+
+class UserUpdate(BaseModel):
+    """Your account's settings (``PATCH /api/auth/me``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    allow_feedback_training: bool | None = Field(
+        None, description="Allow my feedback (accepted and edited captions) to train the model."
+    )
 
 
 class TokenCreate(BaseModel):
@@ -119,6 +133,46 @@ class ImageUpdate(BaseModel):
 
 class ImagesPublic(BaseModel):
     data: list[ImagePublic]
+    count: int
+
+
+class ShareCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    username: Text = Field(examples=["boris"], description="The account to share with.")
+
+
+class SharePublic(BaseModel):
+    """One account a concept of yours is shared with."""
+
+    id: int
+    concept_id: int
+    username: str
+    created_at: dt.datetime
+
+
+class SharesPublic(BaseModel):
+    data: list[SharePublic]
+    count: int
+
+
+class SharedConceptPublic(BaseModel):
+    """A concept someone shared with you: read-only, usable in your retrieval and captions."""
+
+    id: int
+    name: str
+    caption_name: str = Field(
+        description="How your captions name it: its name, or name@owner when one of your own "
+        "concepts (or another shared one) has that name."
+    )
+    owner: str
+    description: str
+    category: str
+    read_only: bool = True
+    images: list[ImagePublic]
+
+
+class SharedConceptsPublic(BaseModel):
+    data: list[SharedConceptPublic]
     count: int
 
 

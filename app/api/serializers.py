@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from app.api.schemas import ConceptPublic, ImagePublic
-from app.models import Concept, ConceptImage
+from app.api.schemas import (
+    ConceptPublic,
+    ImagePublic,
+    SharedConceptPublic,
+    SharePublic,
+)
+from app.models import Concept, ConceptImage, ConceptShare
+from app.services.concept_shares import SharedConcept
 
 
-def image_public(image: ConceptImage) -> ImagePublic:
-    base = f"/api/concepts/{image.concept_id}/images/{image.id}"
+def image_public(image: ConceptImage, prefix: str = "/api/concepts") -> ImagePublic:
+    """``prefix``: the routes the caller reads the photo from (a shared concept's invitee
+    reads it from ``/api/shared-concepts``)."""
+    base = f"{prefix}/{image.concept_id}/images/{image.id}"
     return ImagePublic(
         id=image.id,
         concept_id=image.concept_id,
@@ -34,4 +42,25 @@ def concept_public(concept: Concept) -> ConceptPublic:
         created_at=concept.created_at,
         updated_at=concept.updated_at,
         images=[image_public(i) for i in concept.images],
+    )
+
+
+def share_public(share: ConceptShare) -> SharePublic:
+    return SharePublic(
+        id=share.id,
+        concept_id=share.concept_id,
+        username=share.invitee.username,
+        created_at=share.created_at,
+    )
+
+
+def shared_concept_public(shared: SharedConcept, concept: Concept) -> SharedConceptPublic:
+    return SharedConceptPublic(
+        id=concept.id,
+        name=concept.name,
+        caption_name=shared.display_name,
+        owner=shared.owner_name,
+        description=concept.description,
+        category=concept.category,
+        images=[image_public(i, "/api/shared-concepts") for i in concept.images],
     )

@@ -4,7 +4,7 @@ follows."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import Enum
 
 from fastapi import UploadFile
@@ -63,9 +63,12 @@ async def read_uploads(files: Sequence[UploadFile], max_bytes: int) -> list[Uplo
 
 
 async def read_valid_images(
-    files: Sequence[UploadFile], storage: StorageSettings
+    files: Sequence[UploadFile],
+    storage: StorageSettings,
+    decode_scale_for: Callable[[int, int], int] | None = None,
 ) -> list[ValidImage]:
-    """Read and validate query photos (all of them before anything is done with any)."""
+    """Read and validate query photos (all of them before anything is done with any);
+    ``decode_scale_for``: see :func:`~app.storage.validate_image`."""
     uploads = await read_uploads(files, storage.max_upload_bytes)
 
     def validate_all() -> list[ValidImage]:
@@ -76,6 +79,7 @@ async def read_valid_images(
                 u.content_type,
                 max_bytes=storage.max_upload_bytes,
                 max_pixels=storage.max_image_pixels,
+                decode_scale_for=decode_scale_for,
             )
             for u in uploads
         ]

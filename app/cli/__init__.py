@@ -1,8 +1,8 @@
 """The ``repic`` operator command (Typer): every command and group, registered in one place.
 
 One module per command or group (``serve``, ``db``, ``users``, ``config``, ``models``,
-``index``, ``jobs``, ``caption``, ``eval``, ``data``, ``train``); what they share is in
-:mod:`app.cli.context`. Heavy imports stay inside the commands, so ``repic --help`` is fast.
+``index``, ``jobs``, ``caption``, ``eval``, ``data``, ``train``, ``library``); what they share
+is in :mod:`app.cli.context`. Heavy imports stay inside the commands, so ``repic --help`` is fast.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from app.cli.db import db_app
 from app.cli.evaluation import eval_app
 from app.cli.index import index_app
 from app.cli.jobs import jobs_app
+from app.cli.library import library_app
 from app.cli.models import models_app
 from app.cli.serve import serve, worker_cmd
 from app.cli.train import train
@@ -51,6 +52,7 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(eval_app, name="eval")
 app.add_typer(data_app, name="data")
 app.add_typer(versions_app, name="versions")
+app.add_typer(library_app, name="library")
 
 
 def main() -> None:

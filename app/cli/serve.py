@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
+import tempfile
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -40,6 +44,7 @@ def serve(
     # uvicorn re-raises the signal that stopped it once it has shut down; with the default
     # SIGTERM action that would end this process before the local worker is stopped.
     signal.signal(signal.SIGTERM, _stop_quietly)
+    metrics_dir = _metrics_dir(workers if not reload else 1)
     try:
         uvicorn.run(
             "app.asgi:app",
@@ -54,6 +59,28 @@ def serve(
     finally:
         if local_worker is not None:
             local_worker.stop()
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _metrics_dir(workers: int) -> Path | None:
+    """With several workers, a fresh directory for prometheus_client's multiprocess mode
+    (app/metrics.py), handed to the workers through the environment; removed again at exit.
+    Set before the workers start (they import prometheus_client fresh) and after the local
+    worker started (it has no /metrics). An operator's own PROMETHEUS_MULTIPROC_DIR is kept,
+    emptied of an earlier run's files."""
+    if workers <= 1:
+        return None
+    from app.metrics import MULTIPROC_ENV
+
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        for stale in Path(given).glob("*.db"):
+            stale.unlink(missing_ok=True)
+        return None
+    path = Path(tempfile.mkdtemp(prefix="repic-metrics-"))
+    os.environ[MULTIPROC_ENV] = str(path)
+    return path
 
 
 def _stop_quietly(signum: int, _frame: object) -> None:

@@ -55,6 +55,12 @@ StateT = TypeVar("StateT")
 class Detector(InferenceModel[StateT]):
     """An open-vocabulary detector; :meth:`detect` is its ``predict()`` entry."""
 
+    @property
+    def signature(self) -> str:
+        """What tells this detector's boxes apart from another's (the model and the settings
+        that change its boxes): crops cached by concept discovery are keyed by it."""
+        return type(self).__name__
+
     def detect(self, image: Image.Image, labels: Sequence[str]) -> list[Detection]:
         """Detections of the given category labels, best first.
 
@@ -75,6 +81,10 @@ class NoDetector(Detector[tuple[()]]):
 
     It has no weights; ``load()`` exists (and does nothing) so callers treat every detector alike.
     """
+
+    @property
+    def signature(self) -> str:
+        return "none"
 
     def _load(self) -> tuple[()]:
         return ()
@@ -127,6 +137,11 @@ class OwlDetector(Detector[_OwlParts]):
         #: interpolated.
         self.image_size = image_size
         super().__init__()
+
+    @property
+    def signature(self) -> str:
+        return (f"owlv2:{self.model_path}:t{self.threshold}:n{self.max_detections}"
+                f":i{self.nms_iou}:s{self.image_size or 'native'}")
 
     def _load(self) -> _OwlParts:
         """Model and processor on ``device``. Raises ``ModelUnavailable``."""

@@ -269,6 +269,16 @@ class ClipEmbedder(InferenceModel[_ClipParts]):
 
     # ------------------------------------------------------------------ inference
 
+    @property
+    def input_size(self) -> int | None:
+        """The side, in pixels, of the square the model looks at: its preprocessing brings an
+        image's short side to it, then crops. ``None`` while the model is not loaded."""
+        state = self._state
+        size = getattr(state.model.visual, "image_size", None) if state is not None else None
+        if isinstance(size, (tuple, list)):
+            return int(max(size))
+        return int(size) if isinstance(size, int) else None
+
     def _input_dtype(self) -> Any:
         import torch
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+from dataclasses import dataclass
 from typing import Literal
 
 from PIL import Image
@@ -17,6 +18,9 @@ from PIL import Image
 #: ``PIL.Image.info`` key under which callers tag images that repeat across requests (stored,
 #: content-addressed photos), so backends may cache their resized encoding.
 CACHE_KEY_INFO = "repic_cache_key"
+#: ``PIL.Image.info`` key of a :class:`SourceFile`: the encoded file an image was decoded from,
+#: so a backend can send that file instead of encoding the same pixels again.
+SOURCE_INFO = "repic_source"
 
 #: One visual token covers a 28x28 patch (patch 14, spatial merge 2).
 PIXEL_FACTOR = 28
@@ -124,6 +128,32 @@ def model_ready(image: Image.Image) -> Image.Image:
     canvas.paste(rgb, (0, offset) if wide else (offset, 0))
     canvas.info.update(image.info)
     return canvas
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """The encoded file an image was decoded from; put on an image only when that file decodes
+    to RGB pixels as they are (no orientation to apply, no conversion)."""
+
+    format: str  # Pillow's name: "JPEG", "PNG", ...
+    data: bytes
+    size: tuple[int, int]
+
+
+def source_data_url(image: Image.Image, format: ImageFormat) -> str | None:
+    """The ``data:`` URL of the file ``image`` was decoded from, when that file is exactly what
+    :func:`to_data_url` would stand for: same format, same size, RGB pixels (``None`` else).
+
+    A query photo that already fits the model's pixel bounds then reaches the caption server
+    byte for byte as it was uploaded, instead of as a second, lossier JPEG of the same pixels.
+    """
+    source = image.info.get(SOURCE_INFO)
+    if not isinstance(source, SourceFile) or image.mode != "RGB":
+        return None
+    if source.format != format.upper() or source.size != image.size:
+        return None
+    encoded = base64.b64encode(source.data).decode("ascii")
+    return f"data:image/{source.format.lower()};base64,{encoded}"
 
 
 def to_data_url(image: Image.Image, format: ImageFormat = "JPEG", quality: int = 90) -> str:

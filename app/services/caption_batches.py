@@ -16,7 +16,7 @@ from app.ml.backends.base import CaptionBackendError
 from app.ml.errors import ModelUnavailable
 from app.models import Job, User
 from app.services.captions import CaptionService, check_caption_request
-from app.services.concepts import owned_concepts
+from app.services.concept_shares import usable_concepts
 from app.services.job_kinds import JobKind
 from app.services.job_runtime import JobContext, JobOutcome
 from app.services.jobs import JobService
@@ -72,7 +72,7 @@ class CaptionBatchService:
         # Checked now: at run time a bad value would only fail every photo, one by one.
         check_caption_request(question, max_new_tokens)
         pinned = list(pinned_ids)
-        owned_concepts(session, owner, pinned)  # 404 for another user's concept
+        usable_concepts(session, owner, pinned)  # 404 for another user's (unshared) concept
         # The photos wait in the job's params (which count as references) until it runs.
         with self.store.claimed(photos) as claims:
             params = {

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.ml.embedder import ClipEmbedder
 from app.ml.errors import VectorStoreError
-from app.ml.vector_store import OwnerVectorStore
+from app.ml.vector_store import OwnerVectorStore, StoreSnapshot
 from app.models import ConceptImage, ImageEmbedding, IndexRevision, OwnerIndexRevision
 from app.services.concepts import Transaction, unit_of_work
 from app.services.embeddings import (
@@ -77,7 +77,12 @@ class IndexSync:
         self.refresh_interval_s = refresh_interval_s
         self.store = OwnerVectorStore(embedder.dim, embedder.model_id, settings.approx_threshold)
         self.cache = IndexCacheWriter(
-            index_dir, lambda: self.store, save_delay_s, is_current=self.is_current
+            index_dir,
+            lambda: self.store,
+            save_delay_s,
+            is_current=self.is_current,
+            snapshot=self._snapshot,
+            adopt=self._adopt,
         )
         #: The embedder row's revision (bumped when the serving embedder changes).
         self.revision = 0
@@ -85,7 +90,9 @@ class IndexSync:
         self.revisions: dict[int, int] = {}
         self._stale = False
         self._last_check = 0.0
-        self._refresh_lock = threading.Lock()
+        #: Held while the store's content and ``revisions`` change together (and while they
+        #: are read together for a save); re-entrant: a refresh may rebuild.
+        self._refresh_lock = threading.RLock()
         #: The configured embedder while an older one still serves (until ``reembed``).
         self.target_embedder: ClipEmbedder | None = None
         #: Queues a background embedding job for photo ids (``retrieval.background_embedding``).
@@ -157,12 +164,16 @@ class IndexSync:
             revisions = owner_revisions(session)
             expected = self._expected_ids(session)
         outcome = "loaded"
+        moved: set[int] = set()
         try:
-            loaded = OwnerVectorStore.load(self.index_dir)
+            loaded = self.cache.load()
+            moved = self._refresh_moved(loaded, revisions)
             report = loaded.verify(expected, self.embedder_id)
             if report.ok:
                 self.store = loaded
                 self.revisions = revisions
+                if moved:  # the owners read back from the DB may call for a new segment
+                    self.cache.schedule_save()
             else:
                 log.warning(
                     "index cache disagrees with the database (%s); rebuilding from "
@@ -186,9 +197,36 @@ class IndexSync:
         return {
             "outcome": outcome,
             "vectors": self.store.count(),
+            "refreshed_owners": len(moved) if outcome == "loaded" else 0,
             "missing": missing,
             "seconds": round(time.perf_counter() - began, 3),
         }
+
+    def _refresh_moved(self, loaded: OwnerVectorStore, revisions: dict[int, int]) -> set[int]:
+        """Read back from the database the owners whose revision moved since ``loaded``'s
+        segment was written (none when it was saved without revisions: ``verify`` decides)."""
+        saved = loaded.saved_revisions
+        if saved is None or loaded.embedder_id != self.embedder_id:
+            return set()
+        moved = {
+            owner
+            for owner in set(saved) | set(revisions) | set(loaded.owners())
+            if saved.get(owner, 0) != revisions.get(owner, 0)
+        }
+        dim = self.embedder.dim
+        with self.session_factory() as session:
+            for owner in sorted(moved):
+                vectors = stored_vectors(session, self.embedder_id, dim, owner)
+                loaded.replace_owner(
+                    owner,
+                    [v.image_id for v in vectors],
+                    np.stack([v.vector for v in vectors]) if vectors
+                    else np.empty((0, dim), np.float32),
+                )
+        if moved:
+            log.info("index cache: %d owners changed since the segment, read from the database",
+                     len(moved))
+        return moved
 
     def _ensure_revision_row(self, session: Session) -> None:
         row = session.get(IndexRevision, 1)
@@ -229,10 +267,11 @@ class IndexSync:
             self.embedder.dim, self.embedder_id, self.settings.approx_threshold
         )
         store.rebuild([(v.owner_id, v.image_id, v.vector) for v in vectors])
-        self.store = store
-        self.revision = revision
-        self.revisions = revisions
-        self._stale = False
+        with self._refresh_lock:
+            self.store = store
+            self.revision = revision
+            self.revisions = revisions
+            self._stale = False
         self.cache.schedule_save(0)
         return len(vectors)
 
@@ -243,6 +282,21 @@ class IndexSync:
     # -- persistence of the cache -------------------------------------------------------
     def save_now(self) -> None:
         self.cache.save_now()
+
+    def _snapshot(self) -> tuple[StoreSnapshot, dict[int, int]]:
+        """The store's content and the revisions it reflects, taken together (for a save)."""
+        with self._refresh_lock:
+            return self.store.snapshot(), dict(self.revisions)
+
+    def _adopt(self, segment: OwnerVectorStore) -> int:
+        """Serve from ``segment`` (newly mapped) every owner it holds at the revision this
+        process serves: their private copies are dropped for the shared one."""
+        saved = segment.saved_revisions
+        if saved is None:
+            return 0
+        with self._refresh_lock:
+            same = [o for o in segment.owners() if saved.get(o, 0) == self.revisions.get(o, 0)]
+            return self.store.adopt(segment, same)
 
     def close(self) -> None:
         self.cache.close()
@@ -297,6 +351,8 @@ class IndexSync:
         if not self._stale and now - self._last_check < self.refresh_interval_s:
             return
         self._last_check = now
+        if self.cache.segment_changed():  # another process wrote one: map it, off this thread
+            self.cache.schedule_save(0)
         with self.session_factory() as session:
             row = session.get(IndexRevision, 1)
             revision = int(row.revision) if row else 0
@@ -408,6 +464,11 @@ class IndexSync:
     ) -> None:
         ids = list(image_ids)
         self._bump_owner(session, tx, owner_id, lambda: void(self.store.remove(ids)))
+
+    def searchable_changed(self, session: Session, tx: Transaction, owner_id: int) -> None:
+        """What ``owner_id``'s retrieval searches changed, not their vectors (a concept shared
+        with them, or no longer): their revision moves, so what is derived from it follows."""
+        self._bump_owner(session, tx, owner_id, lambda: None)
 
     def _enqueue_safely(self, image_ids: list[int]) -> None:
         if self.enqueue_embedding is None:

@@ -17,6 +17,9 @@ class JobKind(StrEnum):
     CAPTION_BATCH = "caption_batch"
     REBUILD_INDEX = "rebuild_index"
     EMBED_IMAGES = "embed_images"
+    LIBRARY_IMPORT = "library_import"
+    LIBRARY_CAPTION = "library_caption"
+    LIBRARY_DISCOVER = "library_discover"
 
 
 class QueueName(StrEnum):
@@ -45,6 +48,17 @@ JOB_KINDS: dict[JobKind, JobKindSpec] = {
         JobKindSpec(JobKind.CAPTION_BATCH, "repic.caption_batch", QueueName.CPU, 2 * 3600, 300),
         JobKindSpec(JobKind.REBUILD_INDEX, "repic.rebuild_index", QueueName.CPU, 3600, 300),
         JobKindSpec(JobKind.EMBED_IMAGES, "repic.embed_images", QueueName.CPU, 3600, 300),
+        JobKindSpec(JobKind.LIBRARY_IMPORT, "repic.library_import", QueueName.CPU, 6 * 3600, 300),
+        # The queue of a library caption job follows the caption backend (gpu for a model
+        # in this process on CUDA): app.services.library_captions.caption_queue.
+        JobKindSpec(
+            JobKind.LIBRARY_CAPTION, "repic.library_caption", QueueName.CPU, 12 * 3600, 600
+        ),
+        # Concept discovery: detect and embed new library photos, cluster what matches no
+        # concept (app.services.library_discovery).
+        JobKindSpec(
+            JobKind.LIBRARY_DISCOVER, "repic.library_discover", QueueName.CPU, 6 * 3600, 300
+        ),
     )
 }
 

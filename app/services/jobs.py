@@ -29,7 +29,7 @@ from app.db import paginate, session_scope
 from app.enums import TERMINAL_JOB_STATES, JobState
 from app.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 from app.models import Job, User, utcnow
-from app.services.job_kinds import JOB_KINDS, JobKind, spec_for
+from app.services.job_kinds import JOB_KINDS, JobKind, QueueName, spec_for
 from app.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -113,11 +113,13 @@ class JobService:
         params: dict[str, Any],
         user: User | None,
         request_id: str | None = None,
+        queue: QueueName | None = None,
     ) -> Job:
         """Insert the job row and send its task, as one unit.
 
         The row is committed *before* the message is sent so a fast worker always finds it; if
         sending fails the row is deleted again and :class:`BrokerUnavailable` (503) is raised.
+        ``queue`` overrides the kind's queue (a kind whose work runs where its model runs).
         """
         spec = spec_for(kind)
         if spec is None:
@@ -128,7 +130,7 @@ class JobService:
         job = Job(
             kind=spec.kind,
             state=JobState.QUEUED,
-            queue=spec.queue,
+            queue=queue or spec.queue,
             params=params,
             created_by_id=user.id if user else None,
             celery_task_id=task_id,
@@ -150,6 +152,29 @@ class JobService:
                 raise
             raise BrokerUnavailable() from exc
         log.info("queued job %s (%s) as task %s on %s", job.id, kind, task_id, job.queue)
+        return job
+
+    def create_unsent(
+        self, session: Session, kind: JobKind, params: dict[str, Any], user: User | None
+    ) -> Job:
+        """A queued row for a job the calling process runs itself (``JobRuntime.execute``
+        with no task id: a CLI command), so it has progress, a cancel and a heartbeat like any
+        other. No message is sent: no worker runs it meanwhile. Should the process die, the
+        reaper re-queues it to a worker, as it does for a worker that died."""
+        spec = JOB_KINDS[kind]
+        job = Job(
+            kind=spec.kind,
+            state=JobState.QUEUED,
+            queue=spec.queue,
+            params=params,
+            created_by_id=user.id if user else None,
+            metrics={},
+            history=[],
+            result={},
+            log_tail="",
+        )
+        session.add(job)
+        session.commit()
         return job
 
     def get(self, session: Session, user: User, job_id: int) -> Job:

@@ -1,7 +1,8 @@
 """Housekeeping every app process runs in a background thread, so nothing waits for a worker
 or an operator: stale jobs are reaped (their worker died), files that crashes left behind
-are swept once they are older than the grace period, and rows that no longer matter (ended
-browser sessions, old login counters) are purged with the sweep.
+are swept once they are older than the grace period, rows that no longer matter (ended
+browser sessions, old login counters) are purged with the sweep, and concept discovery jobs
+are queued for libraries with new photos (``library.discovery_period_s``).
 
 Bound: a job whose worker died is re-queued or failed at most ``worker.stale_after_s +
 worker.reap_period_s`` seconds after its last heartbeat, by any live app or worker process.
@@ -21,10 +22,15 @@ from app.storage import ImageStore
 
 log = logging.getLogger(__name__)
 
+#: How often the thread asks which libraries are due for discovery (when the period is longer):
+#: who is due is decided from the jobs' rows, so restarts and replicas neither skip nor repeat.
+DISCOVERY_CHECK_S = 600.0
+
 
 class Maintenance:
     """A daemon thread: ``reap_stale`` every ``reap_period_s``, ``sweep`` and ``purge`` every
-    ``sweep_period_s`` (0 turns either off)."""
+    ``sweep_period_s``, ``discover`` every ``min(discovery_period_s, DISCOVERY_CHECK_S)`` (0
+    turns any of them off)."""
 
     def __init__(
         self,
@@ -33,6 +39,7 @@ class Maintenance:
         store: ImageStore,
         referenced: Callable[[], set[str]],
         purges: Sequence[Callable[[], int]] = (),
+        discover: Callable[[], Sequence[int]] | None = None,
     ) -> None:
         self.jobs = jobs
         self.store = store
@@ -41,13 +48,19 @@ class Maintenance:
         self.reap_period_s = float(settings.worker.reap_period_s)
         self.sweep_period_s = float(settings.storage.sweep_period_s)
         self.grace_s = float(settings.storage.orphan_grace_s)
+        #: Queues the discovery jobs that are due (LibraryDiscovery.enqueue_due).
+        self.discover_due = discover
+        period = float(settings.library.discovery_period_s) if discover is not None else 0.0
+        self.discover_period_s = min(period, DISCOVERY_CHECK_S)
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_reap: dict[str, Any] = {}
         self.last_sweep: dict[str, Any] = {}
 
     def start(self) -> None:
-        if self._thread is not None or (self.reap_period_s <= 0 and self.sweep_period_s <= 0):
+        if self._thread is not None or max(
+            self.reap_period_s, self.sweep_period_s, self.discover_period_s
+        ) <= 0:
             return
         self._thread = threading.Thread(target=self._run, name="maintenance", daemon=True)
         self._thread.start()
@@ -63,6 +76,7 @@ class Maintenance:
     def _run(self) -> None:
         now = time.monotonic()
         next_reap, next_sweep = now, now + self.sweep_period_s
+        next_discover = now + self.discover_period_s
         while True:
             now = time.monotonic()
             if self.reap_period_s > 0 and now >= next_reap:
@@ -72,10 +86,14 @@ class Maintenance:
                 next_sweep = now + self.sweep_period_s
                 self.sweep()
                 self.purge()
+            if self.discover_period_s > 0 and now >= next_discover:
+                next_discover = now + self.discover_period_s
+                self.discover()
             due = min(
                 when
                 for when, period in ((next_reap, self.reap_period_s),
-                                     (next_sweep, self.sweep_period_s))
+                                     (next_sweep, self.sweep_period_s),
+                                     (next_discover, self.discover_period_s))
                 if period > 0
             )
             if self._halt.wait(max(0.05, due - time.monotonic())):
@@ -89,6 +107,16 @@ class Maintenance:
             return []
         self.last_reap = {"at": time.time(), "actions": actions}
         return actions
+
+    def discover(self) -> list[int]:
+        """Queue the concept discovery jobs that are due; their ids."""
+        if self.discover_due is None:
+            return []
+        try:
+            return list(self.discover_due())
+        except Exception as exc:  # the database or the broker is away: next period
+            log.warning("queueing concept discovery failed: %s", exc)
+            return []
 
     def purge(self) -> int:
         """Run every purge (expired rows); how many rows they deleted."""

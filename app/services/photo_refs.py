@@ -1,7 +1,8 @@
 """Which stored photo files are still used by a row: the image store asks before it deletes one.
 
-A file is used by a concept photo, a caption, a query of an evaluation set (kept in the set's
-JSON), or a caption batch that is still queued or running (its photos wait in the job's params).
+A file is used by a concept photo, a library photo, a caption, a query of an evaluation set
+(kept in the set's JSON), or a caption batch that is still queued or running (its photos wait
+in the job's params).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from sqlalchemy import Text, cast, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.enums import TERMINAL_JOB_STATES
-from app.models import Caption, ConceptImage, EvaluationSet, Job
+from app.models import Caption, ConceptImage, EvaluationSet, Job, LibraryPhoto
 from app.services.job_kinds import JobKind
 
 _ACTIVE = [s.value for s in TERMINAL_JOB_STATES]
@@ -29,6 +30,7 @@ def is_referenced(session: Session, relative: str) -> bool:
     """Whether any committed row uses the stored file ``relative``."""
     checks = (
         select(ConceptImage.id).where(ConceptImage.path == relative),
+        select(LibraryPhoto.id).where(LibraryPhoto.path == relative),
         select(Caption.id).where(Caption.image_path == relative),
         select(EvaluationSet.id).where(cast(EvaluationSet.queries, Text).contains(relative)),
         select(Job.id).where(
@@ -43,6 +45,7 @@ def is_referenced(session: Session, relative: str) -> bool:
 def referenced_paths(session: Session) -> set[str]:
     """Every stored file some row uses (what the sweeper must keep)."""
     used: set[str] = set(session.scalars(select(ConceptImage.path).distinct()))
+    used.update(session.scalars(select(LibraryPhoto.path).distinct()))
     used.update(session.scalars(select(Caption.image_path).distinct()))
     for queries in session.scalars(select(EvaluationSet.queries)):
         used.update(str(q.get("image", "")) for q in queries or [] if isinstance(q, dict))

@@ -14,6 +14,12 @@ that follows the row's ``cancel_requested``, copies the adapter to the folder sh
 The base model trained on is always the one being served (the adapter must fit it), and the
 image bounds are serving's (training and serving must not drift).
 
+With ``concepts`` (and ``both``) a run also learns from caption feedback: the accepted and
+edited captions of users who allowed it become ICT and multi-ICT records
+(:mod:`app.services.feedback_data`), written as a dataset file of the run
+(``<data_dir>/feedback/<run>/feedback.jsonl``); the version's data summary says how many
+(``feedback_records``, and ``per_source.feedback``).
+
 VLT records come from real photos with real boxes (REPIC_SPEC.md §2): the owner's box when
 they set one, else, when ``training.detector_boxes`` is on, the detector's box over the photo
 (prompted with the concept's category; :func:`with_detected_boxes` says which detections are
@@ -31,13 +37,21 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
+from app.enums import Feedback
 from app.errors import InvalidInput, NotFound, ServiceUnavailable
 from app.ml.detector import Detector
 from app.ml.errors import ModelUnavailable
-from app.models import Concept, Job, User
+from app.ml.prompt import format_name
+from app.models import Caption, Concept, Job, LibraryPhoto, User
+from app.services.feedback_data import (
+    FEEDBACK_FILE,
+    FeedbackRecords,
+    feedback_records,
+    write_records,
+)
 from app.services.job_kinds import JobKind
 from app.services.job_runtime import JobContext, JobOutcome
 from app.services.jobs import JobService
@@ -289,6 +303,20 @@ class TrainingService:
             ))
         return concepts
 
+    def feedback(self, session: Session, seed: int = 0) -> FeedbackRecords:
+        """The caption feedback that may train now, as records (see feedback_data)."""
+        return feedback_records(session, self.store, seed=seed)
+
+    def feedback_file(self, run_id: str, seed: int = 0) -> tuple[Path | None, FeedbackRecords]:
+        """The run's feedback records written as its dataset file (None when there are none)."""
+        with self.session_factory() as session:
+            found = self.feedback(session, seed=seed)
+        if not found.records:
+            return None, found
+        path = write_records(found.records, self.settings.data_dir / "feedback" / run_id
+                             / FEEDBACK_FILE)
+        return path, found
+
     def training_concepts(self) -> list[Any]:
         """What a run is given: the opted-in concepts, with the detector's boxes on photos
         that have none of their owner's (when ``training.detector_boxes`` is on)."""
@@ -305,6 +333,68 @@ class TrainingService:
         found = sum(1 for c in concepts for p in c.image_paths if c.box_source(p) == "detector")
         log.info("detector boxes on %d training photos", found)
         return concepts
+
+    def group_photos(self, session: Session, concepts: Sequence[Any]) -> list[Any]:
+        """Real photos holding two or more of ``concepts`` (the opted-in ones), from captions:
+        the multi-ICT data of the paper's recipe (REPIC_SPEC.md §2).
+
+        A caption's concept counts when its owner pinned it, or when retrieval found it and
+        the owner confirmed it: accepted a caption that names it. An edited caption decides
+        alone: the concepts it names count, the others not. A photo is used only when every
+        concept that counts is among ``concepts`` and is the caption owner's own (not shared
+        with them): one concept not allowed for training keeps the whole photo out. The photo
+        itself trains only with the consent caption feedback needs (the owner's
+        ``allow_feedback_training``, and a library photo's ``allow_training``;
+        :mod:`app.services.feedback_data`). Evaluation captions are no owner photos and are
+        left out; a photo captioned several times counts once (its latest caption).
+        Retrieval's boxes (where it found each concept, in the stored photo's pixels) come
+        along; pinned concepts have none.
+        """
+        from trainer.concept_records import GroupPhoto
+
+        allowed = {c.concept_id for c in concepts}
+        if len(allowed) < 2:
+            return []
+        rows = session.execute(select(Concept.id, Concept.owner_id, Concept.name).where(
+            Concept.id.in_(allowed)))
+        owner_of = {cid: (owner, name) for cid, owner, name in rows}
+        owners = {owner for owner, _ in owner_of.values()}
+        captions = session.scalars(
+            select(Caption)
+            .join(User, User.id == Caption.owner_id)
+            .outerjoin(LibraryPhoto, LibraryPhoto.id == Caption.library_photo_id)
+            .where(
+                Caption.evaluation_id.is_(None),
+                Caption.owner_id.in_(owners),
+                User.allow_feedback_training.is_(True),
+                or_(Caption.library_photo_id.is_(None), LibraryPhoto.allow_training.is_(True)),
+            )
+            .order_by(Caption.id.desc())
+        )
+        photos: list[Any] = []
+        seen: set[tuple[int, str]] = set()
+        for caption in captions:
+            if (caption.owner_id, caption.image_sha256) in seen:
+                continue
+            present = _present_concepts(caption)
+            if len(present) < 2:
+                continue
+            seen.add((caption.owner_id, caption.image_sha256))
+            if any(owner_of.get(cid, (None, ""))[0] != caption.owner_id for cid in present):
+                continue
+            path = self.store.absolute(caption.image_path)
+            if not path.is_file():
+                continue
+            boxes: dict[str | int, tuple[int, int, int, int]] = {
+                cid: (int(box[0]), int(box[1]), int(box[2]), int(box[3]))
+                for cid, box in present.items() if box is not None and len(box) == 4}
+            photos.append(GroupPhoto(
+                image_path=path, concept_ids=tuple(present), boxes=boxes or None,
+                frame=(caption.width, caption.height) if caption.width and caption.height
+                else None, photo_id=caption.id,
+            ))
+        log.info("%d group photos of several training concepts", len(photos))
+        return photos
 
     def create_job(
         self, session: Session, user: User, dataset: str = "concepts",
@@ -323,12 +413,15 @@ class TrainingService:
                                    "/api/admin/datasets) and name it here")
             meta = self.dataset(dataset_id)
             files = [meta["path"]]
-        concepts_count = 0
+        concepts_count = feedback_count = 0
         if dataset in ("concepts", "both"):
             concepts_count = len(self.opted_in_concepts(session))
-            if concepts_count == 0:
+            feedback_count = len(self.feedback(session).records)
+            if concepts_count == 0 and feedback_count == 0:
                 raise InvalidInput("No concept is opted in for training (use_for_training) "
-                                   "with a photo that is not evaluation-only")
+                                   "with a photo that is not evaluation-only, and no caption "
+                                   "feedback may train (accepted or edited captions naming "
+                                   "concepts, of users who allowed it)")
         params: dict[str, Any] = {
             "dataset": dataset,
             "dataset_id": dataset_id if meta else None,
@@ -338,6 +431,7 @@ class TrainingService:
         }
         args = self.resolve_args(params, dataset_files=files)
         params["concepts_at_creation"] = concepts_count
+        params["feedback_at_creation"] = feedback_count
         params["max_steps"] = args.max_steps
         return self.jobs.create(session, JobKind.TRAINING, params, user, request_id=request_id)
 
@@ -350,26 +444,27 @@ class TrainingService:
         from trainer.grpo import main
 
         params = ctx.params
-        files: list[str] = []
-        if params.get("dataset") in ("file", "both"):
-            files = [self.dataset(str(params["dataset_id"]))["path"]]
-        concepts: list[Any] = []
-        if params.get("dataset") in ("concepts", "both"):
-            concepts = self.training_concepts()
-            if not concepts and not files:
-                raise RuntimeError("no concept is opted in for training any more")
         run_id = f"job{ctx.job_id}-a{ctx.attempt}-{uuid.uuid4().hex[:4]}"
+        files, concepts, feedback = self.run_data(params, run_id)
         args = self.resolve_args(params, run_id=run_id, dataset_files=files)
         self.settings.runs_dir.mkdir(parents=True, exist_ok=True)
         if ctx.cancel_requested:
             return JobOutcome({"steps": 0}, cancelled=True)
         log.info("training job %s: %d concepts, files %s, run %s", ctx.job_id, len(concepts),
                  files, run_id)
+        group_photos: list[Any] = []
+        if concepts:
+            with self.session_factory() as session:
+                group_photos = self.group_photos(session, concepts)
         result = main(args, callbacks=[_JobProgress(ctx)], stop_flag=_cancel_flag(ctx),
-                      concepts=concepts or None)
+                      concepts=concepts or None, group_photos=group_photos)
         summary = _read_json(result.run_dir / "data_summary.json")
         data_summary = {"dataset": params.get("dataset"), "dataset_name":
-                        params.get("dataset_name"), "concepts": len(concepts), **summary}
+                        params.get("dataset_name"), "concepts": len(concepts),
+                        **feedback_summary(feedback), **summary}
+        # Real photos of several concepts behind the multi-ICT records (per_kind says how many
+        # records came from them, ``ict_multi_photo``, and how many from composites).
+        data_summary["group_photos"] = len(group_photos)
         out: dict[str, Any] = {
             "run_dir": str(result.run_dir), "adapter_dir": str(result.adapter_dir),
             "steps": result.steps, "total_steps": result.total_steps,
@@ -403,6 +498,55 @@ class TrainingService:
                 log.exception("post-training hook failed for version %s", version_id)
                 out["post_training"] = {"error": f"{type(exc).__name__}: {exc}"}
         return JobOutcome(out)
+
+    def run_data(
+        self, params: dict[str, Any], run_id: str
+    ) -> tuple[list[str], list[Any], FeedbackRecords | None]:
+        """What a run of ``params`` learns from: dataset files (an uploaded one, the run's
+        feedback file), the opted-in concepts, and the feedback records."""
+        files: list[str] = []
+        if params.get("dataset") in ("file", "both"):
+            files = [self.dataset(str(params["dataset_id"]))["path"]]
+        concepts: list[Any] = []
+        feedback: FeedbackRecords | None = None
+        if params.get("dataset") in ("concepts", "both"):
+            concepts = self.training_concepts()
+            seed = int((params.get("overrides") or {}).get("seed", 0) or 0)
+            path, feedback = self.feedback_file(run_id, seed=seed)
+            if path is not None:
+                files.append(str(path))
+            if not concepts and not files:
+                raise RuntimeError("no concept is opted in for training, and no caption "
+                                   "feedback may train, any more")
+        return files, concepts, feedback
+
+
+def feedback_summary(feedback: FeedbackRecords | None) -> dict[str, Any]:
+    """The data summary's lines about caption feedback (none for a run without it)."""
+    if feedback is None:
+        return {}
+    return {"feedback_records": len(feedback.records), "feedback": feedback.summary()}
+
+
+def _present_concepts(caption: Caption) -> dict[int, list[int] | None]:
+    """The concepts a caption's photo holds by its owner's word (see ``group_photos``), each
+    with retrieval's box of it (None when pinned)."""
+    edited = caption.feedback == Feedback.EDITED and caption.edited_caption
+    present: dict[int, list[int] | None] = {}
+    for used in caption.concepts or []:
+        if not isinstance(used, dict) or used.get("shared_by") or "id" not in used:
+            continue
+        text = (caption.edited_caption if edited else caption.caption) or ""
+        named = format_name(str(used.get("name", ""))) in text
+        if edited:
+            counts = named
+        else:
+            counts = bool(used.get("pinned")) or (
+                caption.feedback == Feedback.ACCEPTED and named)
+        if counts:
+            box = used.get("box")
+            present[int(used["id"])] = list(box) if isinstance(box, list) else None
+    return present
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -163,3 +163,13 @@ def revoke_token(session: Session, user: User, token_id: int) -> ApiToken:
         row.revoked_at = utcnow()
         session.commit()
     return row
+
+
+def set_feedback_training(session: Session, user: User, allow: bool) -> User:
+    """Turn "allow my feedback to train the model" on or off for ``user``."""
+    row = session.get(User, user.id)
+    if row is None:
+        raise NotFound("User not found")
+    row.allow_feedback_training = bool(allow)
+    session.commit()
+    return row

@@ -28,6 +28,7 @@ def caption_page(
     page: Annotated[int, Query(ge=1, le=MAX_SKIP // HISTORY_PAGE)] = 1,
 ) -> Response:
     concepts, _ = container.concepts.list(session, user, limit=500)
+    shared = container.shares.shared_with(session, user)
     service = container.models.loaded_captions()
     history, count = (
         service.list(session, user, (page - 1) * HISTORY_PAGE, HISTORY_PAGE) if service else ([], 0)
@@ -37,6 +38,7 @@ def caption_page(
         "captions/page.html",
         user=user,
         concepts=concepts,
+        shared=shared,
         history=history,
         history_count=count,
         page=page,

@@ -112,7 +112,9 @@ def gallery(
     request: Request, user: PageUser, session: SessionDep, container: ContainerDep
 ) -> Response:
     concepts, count = container.concepts.list(session, user, limit=500)
-    return render(request, "concepts/gallery.html", user=user, concepts=concepts, count=count)
+    shared = container.shares.shared_with(session, user)
+    return render(request, "concepts/gallery.html", user=user, concepts=concepts, count=count,
+                  shared=shared)
 
 
 @router.get("/concepts/new", response_class=HTMLResponse)
@@ -184,8 +186,9 @@ def concept_page(
     else:
         # The size checks need no model: shown before CLIP has loaded too.
         quality = ConceptQuality.from_sizes(concept.images)
+    shares = container.shares.shares_of(session, user, concept_id)
     return render(request, "concepts/detail.html", user=user, concept=concept, quality=quality,
-                  threshold=threshold, paper_retrieval=paper_retrieval)
+                  threshold=threshold, paper_retrieval=paper_retrieval, shares=shares)
 
 
 @router.get("/concepts/{concept_id}/edit", response_class=HTMLResponse)
@@ -406,6 +409,19 @@ def change_password(
         message += f", {outcome.tokens_revoked} API token(s) revoked"
     flash(request, message + ".")
     return redirect("/account")
+
+
+@router.post("/account/training", dependencies=[CsrfChecked])
+def set_feedback_training(
+    request: Request,
+    user: PageUser,
+    session: SessionDep,
+    allow_feedback_training: Annotated[bool, Form()] = False,
+) -> Response:
+    user_service.set_feedback_training(session, user, allow_feedback_training)
+    flash(request, "Your feedback now trains the model." if allow_feedback_training
+          else "Your feedback no longer trains the model.")
+    return redirect("/account#training-consent")
 
 
 @router.post("/account/logout-all", dependencies=[CsrfChecked])

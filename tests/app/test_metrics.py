@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import PG_URL
 from tests.utils.concepts import create_concept
 from tests.utils.images import fixture_photo
 from tests.utils.users import register
@@ -62,3 +63,39 @@ def test_the_configured_token_reads_the_metrics(guarded_client) -> None:  # type
         "/metrics", headers={"Authorization": "Bearer scrape-token-0123456789"}
     )
     assert r.status_code == 200 and "repic_http_request_seconds" in r.text
+
+
+def _counted(text: str, route: str, status: str) -> float:
+    """The value of ``repic_http_requests_total`` for one GET route and status (0 if absent)."""
+    key = f'repic_http_requests_total{{method="GET",route="{route}",status="{status}"}} '
+    return sum(float(line[len(key):]) for line in text.splitlines() if line.startswith(key))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(bool(PG_URL), reason="two app processes cost ~20 s; what is counted does "
+                    "not depend on the database backend: run in the SQLite pass only")
+def test_metrics_sum_every_uvicorn_worker(settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Two uvicorn workers share one multiprocess directory: whichever answers the scrape, the
+    counters are both workers' requests."""
+    import httpx
+
+    from tests.utils.server import LiveServer
+
+    metrics_dir = tmp_path / "prometheus"
+    metrics_dir.mkdir()
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    with LiveServer(settings, extra_env=env, workers=2) as server:
+        sent = 0
+        # A fresh connection per request, so the kernel hands them to both workers.
+        while sent < 400 and len({p.name.rsplit("_", 1)[-1]
+                                  for p in metrics_dir.glob("counter_*.db")}) < 2:
+            for _ in range(20):
+                assert httpx.get(f"{server.url}/api/concepts").status_code == 401
+                sent += 1
+        writers = {p.name.rsplit("_", 1)[-1] for p in metrics_dir.glob("counter_*.db")}
+        assert len(writers) == 2, "one worker got every request"
+        scrapes = [httpx.get(f"{server.url}/metrics").text for _ in range(6)]
+
+    assert [_counted(text, "/api/concepts", "401") for text in scrapes] == [sent] * 6
+    assert all("repic_index_vectors 0.0" in text and "# TYPE repic_jobs gauge" in text
+               for text in scrapes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 
@@ -9,6 +10,7 @@ import pytest
 from PIL import Image
 
 from app.errors import InvalidInput, UnsupportedMedia
+from app.ml.images import SOURCE_INFO
 from app.storage import AVIF_SUPPORTED, ImageStore, ValidImage, validate_image
 from tests.utils.images import make_avif, make_heic, make_image, make_mpo
 
@@ -131,3 +133,70 @@ def test_extreme_aspect_ratio_is_accepted_and_stored_untouched() -> None:
 def test_one_pixel_photo_is_accepted() -> None:
     image = _validate(make_image(size=(1, 1)), "dot.png", "image/png")
     assert (image.width, image.height) == (1, 1)
+
+
+# -- decoding no more pixels than the caller needs (JPEG draft mode) ------------------------
+
+
+def _jpeg(size: tuple[int, int], orientation: int | None = None) -> bytes:
+    """A JPEG photo, with this EXIF orientation when one is given."""
+    pixels = Image.open(io.BytesIO(make_image(size=size))).convert("RGB")
+    extra = {}
+    if orientation is not None:
+        tags = Image.Exif()
+        tags[0x0112] = orientation
+        extra["exif"] = tags.tobytes()
+    buf = io.BytesIO()
+    pixels.save(buf, "JPEG", **extra)
+    return buf.getvalue()
+
+
+def _reduced(data: bytes, scale: int, content_type: str = "image/jpeg") -> ValidImage:
+    return validate_image(
+        data,
+        "photo.jpg",
+        content_type,
+        max_bytes=20 * 1024 * 1024,
+        max_pixels=40_000_000,
+        decode_scale_for=lambda width, height: scale,
+    )
+
+
+def test_jpeg_is_decoded_at_the_scale_the_caller_allows() -> None:
+    data = _jpeg((512, 384))
+    image = _reduced(data, 4)
+    assert image.open().size == (128, 96)
+    assert (image.width, image.height, image.decode_scale) == (512, 384, 4)
+    assert image.data == data and image.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_reduced_decode_still_refuses_a_damaged_jpeg() -> None:
+    with pytest.raises(InvalidInput, match="damaged or truncated"):
+        _reduced(_jpeg((512, 384))[:-200], 4)
+
+
+def test_rotated_jpeg_is_decoded_whole_whatever_the_caller_allows() -> None:
+    image = _reduced(_jpeg((64, 48), orientation=6), 4)
+    assert image.decode_scale == 1
+    assert image.open().size == (48, 64) == (image.width, image.height)
+
+
+def test_png_is_decoded_whole_whatever_the_caller_allows() -> None:
+    image = _reduced(make_image(size=(64, 48)), 4, "image/png")
+    assert image.decode_scale == 1 and image.open().size == (64, 48)
+
+
+def test_photo_decoded_again_on_use_keeps_its_scale() -> None:
+    image = dataclasses.replace(_reduced(_jpeg((512, 384)), 2), _decoded=None)
+    assert image.open().size == (256, 192)
+
+
+def test_decode_as_stored_is_tagged_with_its_file() -> None:
+    data = _jpeg((112, 84))
+    source = _reduced(data, 1).open().info[SOURCE_INFO]
+    assert (source.format, source.data, source.size) == ("JPEG", data, (112, 84))
+
+
+def test_reduced_or_rotated_decode_is_not_tagged_with_the_file() -> None:
+    assert SOURCE_INFO not in _reduced(_jpeg((512, 384)), 4).open().info
+    assert SOURCE_INFO not in _reduced(_jpeg((64, 48), orientation=6), 1).open().info

@@ -127,3 +127,30 @@ def test_photos_marked_on_the_edit_page_become_a_held_out_set_on_the_evaluations
     assert page.get_by_role("status").filter(has_text="1 held-out photo").count() == 1
     options = page.locator("#evaluate-form select[name=set] option").all_inner_texts()
     assert options == ["held-out (1 queries)"]
+
+
+def test_sharing_shows_on_both_sides_and_the_invitees_copy_is_read_only(page, live_server) -> None:  # type: ignore[no-untyped-def]
+    headers = register_api(live_server.url, "anya")
+    register_api(live_server.url, "boris")
+    files = [("images", ("02.jpg", (DOG / "02.jpg").read_bytes(), "image/jpeg"))]
+    r = httpx.post(f"{live_server.url}/api/concepts", headers=headers, files=files,
+                   data={"name": "bo", "category": "dog"}, timeout=120)
+    assert r.status_code == 201, r.text
+    concept_id = r.json()["id"]
+    login(page, "anya")
+    page.goto(f"/concepts/{concept_id}")
+    assert page.locator("#no-shares").is_visible()
+    page.fill("#share-username", "boris")
+    page.click("#share-submit")
+    page.wait_for_selector('#share-list [data-share="boris"]')
+    assert "read-only for them" in page.locator(".flash").first.inner_text()
+    login(page, "boris")
+    tile = page.locator('#shared-with-you [data-shared-concept="bo"]')
+    assert "from anya" in tile.inner_text() and "read-only" in tile.inner_text()
+    assert page.locator("#gallery .tile").count() == 0  # not among boris's own concepts
+    tile.click()
+    page.wait_for_url(f"**/shared-concepts/{concept_id}")
+    assert page.locator("#read-only").is_visible() and page.locator("#leave-concept").is_visible()
+    assert page.locator("#edit-concept").count() == 0
+    assert page.locator("#delete-concept").count() == 0
+    assert page.locator("#photos img").first.evaluate("img => img.naturalWidth") > 0

@@ -10,7 +10,16 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from app.models import Caption, EvaluationSet, Job, User
+from app.models import (
+    Caption,
+    ConceptSuggestion,
+    ConceptSuggestionPhoto,
+    EvaluationSet,
+    Job,
+    LibraryPhoto,
+    LibraryPhotoConcept,
+    User,
+)
 from tests.browser.conftest import new_context
 from tests.utils.browser import (
     DESKTOP,
@@ -23,6 +32,7 @@ from tests.utils.browser import (
     login,
     make_admin,
     overflow_px,
+    register_api,
     screenshot,
 )
 from tests.utils.images import FIXTURES
@@ -47,6 +57,13 @@ def _seed(settings, base_url: str) -> dict[str, str]:  # type: ignore[no-untyped
     headers = bearer(base_url, "root")
     bo = _concept(base_url, headers, "bo", "dog")
     _concept(base_url, headers, "mia", "cat")
+    # Shared both ways: "Shared with" on bo's page, "Shared with you" and a read-only page.
+    gran = register_api(base_url, "gran")
+    rex = _concept(base_url, gran, "rex", "dog")
+    for concept, owner, invitee in ((rex, gran, "root"), (bo, headers, "gran")):
+        r = httpx.post(f"{base_url}/api/concepts/{concept['id']}/shares", headers=owner,
+                       json={"username": invitee})
+        assert r.status_code == 201, r.text
     held_out = bo["images"][2]["id"]
     r = httpx.patch(f"{base_url}/api/concepts/{bo['id']}/images/{held_out}", headers=headers,
                     json={"eval_only": True})
@@ -58,6 +75,11 @@ def _seed(settings, base_url: str) -> dict[str, str]:  # type: ignore[no-untyped
     r = httpx.post(f"{base_url}/api/captions", headers=headers, timeout=120,
                    files=[("image", ("dog.jpg", photo, "image/jpeg"))])
     assert r.status_code == 201, r.text
+    # An import no worker runs in this test: the library page shows it queued.
+    r = httpx.post(f"{base_url}/api/library/imports", headers=headers, timeout=60,
+                   files=[("files", ("cat.jpg", (PHOTOS / "cat" / "02.jpg").read_bytes(),
+                                     "image/jpeg"))], data={"paths": ["Pets/cat/cat.jpg"]})
+    assert r.status_code == 202, r.text
     # Listing the versions creates the base model's row, as the first page visit would.
     assert httpx.get(f"{base_url}/api/model-versions", headers=headers).status_code == 200
     with database(settings) as session:
@@ -69,6 +91,20 @@ def _seed(settings, base_url: str) -> dict[str, str]:  # type: ignore[no-untyped
                             height=first.height, caption="<bo> " + "z" * 3000,
                             concepts=first.concepts, feedback="edited",
                             edited_caption="<bo> naps"))
+        # A library photo (the caption's file), captioned, with a concept found in it.
+        photo = LibraryPhoto(owner_id=root.id, sha256=first.image_sha256,
+                             image_sha256=first.image_sha256, path=first.image_path,
+                             original_filename="dog.jpg", album="Pets/dog", format="JPEG",
+                             bytes=1, width=first.width, height=first.height,
+                             caption_text="<bo> naps on the sofa",
+                             search_text="bo naps on the sofa")
+        session.add(photo)
+        session.flush()
+        session.add(LibraryPhotoConcept(photo_id=photo.id, owner_id=root.id, concept_id=bo["id"],
+                                        name="bo", score=0.93, box=[0, 0, 10, 10]))
+        # A discovery suggestion: the "something unnamed" card with its ticked photos.
+        session.add(ConceptSuggestion(owner_id=root.id, state="open", photos=[
+            ConceptSuggestionPhoto(photo_id=photo.id, box=[0, 0, 10, 10], score=0.97)]))
         job = Job(kind="training", state="succeeded", queue="gpu", created_by_id=root.id,
                   step=3, total_steps=3, progress=1.0, log_tail="step 3 " + "-" * 2000,
                   history=[{"step": s, "loss": 0.01 / s, "reward": 0.2 * s,
@@ -87,6 +123,7 @@ def _seed(settings, base_url: str) -> dict[str, str]:  # type: ignore[no-untyped
         pages = {
             "concept": f"/concepts/{bo['id']}",
             "concept-edit": f"/concepts/{bo['id']}/edit",
+            "shared-concept": f"/shared-concepts/{rex['id']}",
             "job": f"/admin/jobs/{job.id}",
             "evaluation": f"/admin/evaluations/{first_eval.id}",
             "compare": f"/admin/evaluations/compare?a={base.id}&b={candidate.id}"
@@ -97,7 +134,8 @@ def _seed(settings, base_url: str) -> dict[str, str]:  # type: ignore[no-untyped
 
 ANONYMOUS = {"home": "/", "login": "/login", "register": "/register", "not-found": "/no-such"}
 SIGNED_IN = {"concepts": "/concepts", "concept-new": "/concepts/new", "caption": "/caption",
-             "account": "/account", "admin": "/admin", "models": "/admin/models",
+             "account": "/account", "library": "/library", "admin": "/admin",
+             "models": "/admin/models",
              "evaluations": "/admin/evaluations", "concept-missing": "/concepts/999999"}
 
 

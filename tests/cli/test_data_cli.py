@@ -179,3 +179,46 @@ def test_from_subjects_can_fix_the_names_in_the_file(tmp_path: Path) -> None:
     assert all(r.name_slots == 0 and "real_names" not in r.meta for r in records)
     names = {r.solution for r in records if r.task == "ict"}
     assert names and not names & {"<dog>", "<cat>"}  # fake names, as the paper's data has
+
+
+def _coco(tmp_path: Path) -> tuple[Path, Path]:
+    """A RefCOCO-like file (instances + refs) over one scene made of a DreamBooth dog."""
+    from tests.trainer.test_coco_records import REFS, _instances, _scene
+
+    root = tmp_path / "coco"
+    _scene(root / "train2014" / "scene.jpg")
+    path = tmp_path / "refcoco.json"
+    path.write_text(json.dumps(_instances(refs=REFS)))
+    return path, root
+
+
+@pytest.mark.parametrize("suffix", [".json", ".jsonl"])
+def test_from_coco_writes_vlt_records_the_trainer_reads(tmp_path: Path, suffix: str) -> None:
+    from trainer.records import load_records
+
+    path, root = _coco(tmp_path)
+    out = tmp_path / "data" / f"vlt{suffix}"
+    result = runner.invoke(app, ["data", "from-coco", str(path), "--image-root", str(root),
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "3 VLT records {'vlt_refcoco': 3} from 2 objects" in result.output
+    records = load_records(out)
+    assert [r.task for r in records] == ["vlt"] * 3 and records[0].images[0].is_file()
+    # The preview shows the box in the frame the model sees, with the iou suffix.
+    rows = {r["text"]: r for r in _preview(str(out), "--n", "0")}
+    (dog_text,) = [t for t in rows if "dog on the left" in t]
+    assert dog_text.endswith(IOU_SUFFIX)
+    view = model_view_size(240, 120, 1)
+    assert rows[dog_text]["solution"] == scale_box([10, 20, 110, 100], (240, 120), view)
+
+
+def test_from_coco_refuses_a_wrong_image_root_and_writes_nothing(tmp_path: Path) -> None:
+    path, _ = _coco(tmp_path)
+    out = tmp_path / "vlt.json"
+    (tmp_path / "elsewhere").mkdir()
+    result = runner.invoke(app, ["data", "from-coco", str(path), "--image-root",
+                                 str(tmp_path / "elsewhere"), "--out", str(out)])
+    assert result.exit_code == 2
+    assert "image not found" in result.output and "--skip-missing" in result.output
+    assert not out.exists()
+

@@ -100,3 +100,34 @@ def test_a_signal_stops_the_app_and_its_worker_and_the_cache_verifies(
     engine.dispose()
     assert sum(db.vectors.values()) == 3
     assert check_cache(db, settings.index_dir) == []
+
+
+@pytest.mark.nodb
+def test_several_workers_get_a_fresh_metrics_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.cli.serve import _metrics_dir
+    from app.metrics import MULTIPROC_ENV
+
+    # Recorded by monkeypatch (delenv of an unset name is not), so the value set below goes.
+    monkeypatch.setenv(MULTIPROC_ENV, "")
+    assert _metrics_dir(1) is None and not os.environ[MULTIPROC_ENV]
+
+    path = _metrics_dir(2)
+
+    assert path is not None and os.environ[MULTIPROC_ENV] == str(path)
+    assert path.is_dir() and not any(path.iterdir())
+    path.rmdir()
+
+
+@pytest.mark.nodb
+def test_an_operators_metrics_directory_is_emptied_not_replaced(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from app.cli.serve import _metrics_dir
+    from app.metrics import MULTIPROC_ENV
+
+    (tmp_path / "counter_123.db").write_bytes(b"old run")
+    monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path))
+
+    assert _metrics_dir(4) is None  # nothing to remove at exit
+
+    assert os.environ[MULTIPROC_ENV] == str(tmp_path) and not any(tmp_path.iterdir())

@@ -19,7 +19,13 @@ from app.ml.instructions import (
     YES_NO_SUFFIX,
 )
 from tests.trainer.factories import COLOURS
-from trainer.concept_records import BuildOptions, ConceptPhotos, TaskMix, build_concept_records
+from trainer.concept_records import (
+    BuildOptions,
+    ConceptPhotos,
+    GroupPhoto,
+    TaskMix,
+    build_concept_records,
+)
 from trainer.records import TrainingRecord
 
 pytestmark = pytest.mark.nodb
@@ -265,3 +271,127 @@ def test_concept_records_doctests_pass() -> None:
 
     result = doctest.testmod(concept_records)
     assert result.attempted >= 2 and result.failed == 0
+
+
+# --------------------------------------------------------------------------- group photos
+
+
+#: Where the DreamBooth dog and cat are pasted into the group photo (x1, y1, x2, y2).
+GROUP_BOXES = {"dog": (10, 20, 110, 100), "cat": (130, 10, 226, 106)}
+
+
+def _dreambooth(subject: str, index: int, size: tuple[int, int]) -> Image.Image:
+    import io
+
+    from tests.utils.images import fixture_photo
+
+    return Image.open(io.BytesIO(fixture_photo(subject, index))).convert("RGB").resize(size)
+
+
+@pytest.fixture
+def pets(tmp_path: Path) -> tuple[list[ConceptPhotos], Path]:
+    """Two concepts made of DreamBooth photos, and a group photo holding both (at
+    GROUP_BOXES) on a plain background."""
+    concepts = []
+    for subject in ("dog", "cat"):
+        paths = []
+        for index in range(2):
+            path = tmp_path / f"{subject}{index}.jpg"
+            _dreambooth(subject, index + 1, (72, 64)).save(path)
+            paths.append(path)
+        concepts.append(ConceptPhotos(subject, subject.title(), "", subject, paths))
+    group = Image.new("RGB", (240, 120), (90, 110, 90))
+    for subject, (x1, y1, x2, y2) in GROUP_BOXES.items():
+        group.paste(_dreambooth(subject, 0, (x2 - x1, y2 - y1)), (x1, y1))
+    photo = tmp_path / "together.png"
+    group.save(photo)
+    return concepts, photo
+
+
+ONLY_MULTI = TaskMix(oct=0.0, vlt=0.0, ict=0.0, ict_multi=1.0)
+
+
+def _multi(concepts: list[ConceptPhotos], out: Path, *groups: GroupPhoto) -> list[TrainingRecord]:
+    options = BuildOptions(num_records=6, mix=ONLY_MULTI, seed=1)
+    return build_concept_records(concepts, out, options, groups)
+
+
+def test_multi_ict_comes_from_the_real_photo_with_references_cropped_from_it(
+    pets: tuple[list[ConceptPhotos], Path], tmp_path: Path
+) -> None:
+    concepts, photo = pets
+    group = GroupPhoto(photo, ("dog", "cat"), boxes=GROUP_BOXES, photo_id=9)
+    records = _multi(concepts, tmp_path / "out", group)
+    assert len(records) == 6
+    source = Image.open(photo).convert("RGB")
+    for record in records:
+        assert record.meta["kind"] == "ict_multi_photo" and record.meta["photo_id"] == 9
+        assert record.images[-1] == photo  # the real photo is the query
+        assert record.meta["references"] == ["crop", "crop"]
+        assert record.solution == ["<{name0}>", "<{name1}>"]
+        for ref, concept_id in zip(record.images[:-1], record.meta["concept_ids"], strict=True):
+            crop = Image.open(ref).convert("RGB")
+            expected = source.crop(GROUP_BOXES[concept_id])
+            assert crop.size == expected.size
+            # The reference is that concept's region of the photo (JPEG-close).
+            assert _close(crop.resize((1, 1)).getpixel((0, 0)),
+                          expected.resize((1, 1)).getpixel((0, 0)), tol=6)
+    assert not list((tmp_path / "out").glob("composite_*"))
+
+
+def test_a_concept_without_a_box_in_the_photo_is_shown_by_its_own_photo(
+    pets: tuple[list[ConceptPhotos], Path], tmp_path: Path
+) -> None:
+    concepts, photo = pets
+    whole = (0, 0, 240, 120)  # retrieval's whole-photo hit: no region of one concept
+    group = GroupPhoto(photo, ("dog", "cat"), boxes={"dog": GROUP_BOXES["dog"], "cat": whole})
+    for record in _multi(concepts, tmp_path / "out", group):
+        kinds = dict(zip(record.meta["concept_ids"], record.meta["references"], strict=True))
+        assert kinds == {"dog": "crop", "cat": "concept_photo"}
+        cat_ref = record.images[record.meta["concept_ids"].index("cat")]
+        assert Path(cat_ref) in concepts[1].image_paths
+
+
+def test_boxes_given_in_another_frame_are_scaled_to_the_file(
+    pets: tuple[list[ConceptPhotos], Path], tmp_path: Path
+) -> None:
+    concepts, photo = pets
+    doubled = {k: tuple(2 * v for v in box) for k, box in GROUP_BOXES.items()}
+    group = GroupPhoto(photo, ("dog", "cat"), boxes=doubled, frame=(480, 240))
+    record = _multi(concepts, tmp_path / "out", group)[0]
+    sizes = {Image.open(ref).size for ref in record.images[:-1]}
+    assert sizes == {(100, 80), (96, 96)}
+
+
+def test_composites_are_only_the_fallback_and_labelled_so(
+    pets: tuple[list[ConceptPhotos], Path], tmp_path: Path
+) -> None:
+    from trainer.records import summarize
+
+    concepts, photo = pets
+    fallback = _multi(concepts, tmp_path / "a")
+    assert {r.meta["kind"] for r in fallback} == {"ict_multi_composite"}
+    real = _multi(concepts, tmp_path / "b", GroupPhoto(photo, ("dog", "cat")))
+    assert summarize(real)["per_kind"] == {"ict_multi_photo": 6}
+    assert summarize(fallback)["per_kind"] == {"ict_multi_composite": 6}
+
+
+def test_a_group_photo_needs_two_of_the_concepts_given(
+    pets: tuple[list[ConceptPhotos], Path], tmp_path: Path
+) -> None:
+    concepts, photo = pets
+    # The second concept in the photo was not given (its owner did not allow training).
+    records = _multi(concepts, tmp_path / "out", GroupPhoto(photo, ("dog", "not-allowed")))
+    assert {r.meta["kind"] for r in records} == {"ict_multi_composite"}
+    assert all(photo not in r.images for r in records)
+
+
+def test_group_photos_give_multi_ict_to_concepts_of_one_photo_each(
+    pets: tuple[list[ConceptPhotos], Path], tmp_path: Path
+) -> None:
+    concepts, photo = pets
+    # One photo per concept: no composite can be made (it needs another photo of each).
+    singles = [ConceptPhotos(c.concept_id, c.name, "", c.category, c.image_paths[:1])
+               for c in concepts]
+    records = _multi(singles, tmp_path / "out", GroupPhoto(photo, ("dog", "cat")))
+    assert len(records) == 6 and {r.meta["kind"] for r in records} == {"ict_multi_photo"}

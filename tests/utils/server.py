@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +54,15 @@ class LiveServer:
         extra_env: dict[str, str] | None = None,
         log_path: Path | None = None,
         workers: int = 1,
+        app: str = "app.asgi:app",
+        uvicorn_args: Sequence[str] = (),
     ) -> None:
         self.settings = settings
         self.workers = workers
+        #: The ASGI app uvicorn imports, and more of its options: a benchmark serves the app
+        #: through a module that measures it (``bench/bench_captions.py``).
+        self.app = app
+        self.uvicorn_args = list(uvicorn_args)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.extra_env = extra_env or {}
@@ -72,7 +79,8 @@ class LiveServer:
                 sys.executable,
                 "-m",
                 "uvicorn",
-                "app.asgi:app",
+                self.app,
+                *self.uvicorn_args,
                 "--host",
                 "127.0.0.1",
                 "--port",

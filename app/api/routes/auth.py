@@ -20,6 +20,7 @@ from app.api.schemas import (
     TokenResponse,
     UserCreate,
     UserPublic,
+    UserUpdate,
 )
 from app.api.session_cookie import session_cookie
 from app.services import users as user_service
@@ -100,6 +101,16 @@ def log_out_everywhere(
 
 @router.get("/me", response_model=UserPublic)
 def me(user: CurrentUser) -> UserPublic:
+    return UserPublic.model_validate(user)
+
+
+@router.patch("/me", response_model=UserPublic)
+def update_me(body: UserUpdate, user: CurrentUser, session: SessionDep) -> UserPublic:
+    """Your account's settings: ``allow_feedback_training`` ("allow my feedback to train the
+    model", off until you turn it on) makes your accepted and edited captions that name your
+    concepts training records of the next retrain; turning it off leaves them out of it."""
+    if body.allow_feedback_training is not None:
+        user = user_service.set_feedback_training(session, user, body.allow_feedback_training)
     return UserPublic.model_validate(user)
 
 

@@ -29,6 +29,8 @@ class CaptionConcept(BaseModel):
     box: list[int] | None
     pinned: bool
     image_id: int
+    #: The owner's user name when the concept is shared with you (None: your own).
+    shared_by: str | None = None
 
 
 class CaptionPublic(BaseModel):
@@ -133,7 +135,8 @@ async def create_caption(
                          "calibrated threshold)"),
     ] = None,
 ) -> CaptionPublic:
-    (valid,) = await read_valid_images([image], container.settings.storage)
+    # Decoded once, no larger than the models need (the service says how much smaller).
+    (valid,) = await read_valid_images([image], container.settings.storage, service.decode_scale)
     outcome = await service.caption(
         user,
         valid,

@@ -8,7 +8,7 @@ from fastapi import APIRouter, File, Form, Query, UploadFile, status
 from fastapi.responses import FileResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import ContainerDep, CurrentUser, SessionDep
+from app.api.deps import ContainerDep, CurrentUser, SessionDep, SharesDep
 from app.api.params import PathId, Skip, Text
 from app.api.schemas import (
     ConceptPublic,
@@ -17,8 +17,11 @@ from app.api.schemas import (
     ImagePublic,
     ImagesPublic,
     ImageUpdate,
+    ShareCreate,
+    SharePublic,
+    SharesPublic,
 )
-from app.api.serializers import concept_public, image_public
+from app.api.serializers import concept_public, image_public, share_public
 from app.api.uploads import UploadKind, read_uploads
 
 router = APIRouter(prefix="/concepts", tags=["concepts"])
@@ -175,3 +178,43 @@ def get_image_thumbnail(
     return FileResponse(
         path, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"}
     )
+
+
+# -- sharing with other accounts (the owner's side; the invitee's is /api/shared-concepts) ---
+
+
+@router.get("/{concept_id}/shares", response_model=SharesPublic)
+def list_shares(
+    concept_id: PathId, user: CurrentUser, session: SessionDep, shares: SharesDep
+) -> SharesPublic:
+    """The accounts this concept of yours is shared with."""
+    rows = shares.shares_of(session, user, concept_id)
+    return SharesPublic(data=[share_public(r) for r in rows], count=len(rows))
+
+
+@router.post(
+    "/{concept_id}/shares", response_model=SharePublic, status_code=status.HTTP_201_CREATED
+)
+def share_concept(
+    concept_id: PathId,
+    body: ShareCreate,
+    user: CurrentUser,
+    session: SessionDep,
+    shares: SharesDep,
+) -> SharePublic:
+    """Share this concept read-only with another account (by user name): their retrieval and
+    captions may use it until you revoke the share or they leave it."""
+    return share_public(shares.share(session, user, concept_id, body.username))
+
+
+@router.delete("/{concept_id}/shares/{share_id}", status_code=status.HTTP_204_NO_CONTENT)
+def revoke_share(
+    concept_id: PathId,
+    share_id: PathId,
+    user: CurrentUser,
+    session: SessionDep,
+    shares: SharesDep,
+) -> Response:
+    """End a share: the concept leaves that account's retrieval and captions at once."""
+    shares.revoke(session, user, concept_id, share_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -22,6 +22,9 @@ class RetrievedConceptPublic(BaseModel):
     box: list[int]
     image_id: int
     whole_image: bool
+    shared_by: str | None = Field(
+        None, description="The owner's user name when the concept is shared with you."
+    )
 
 
 class ThresholdPublic(BaseModel):

@@ -151,6 +151,14 @@ class CaptionBackend(abc.ABC):
     async def generate(self, request: CaptionRequest) -> CaptionResult:
         """Caption ``request``; raises :class:`BackendUnavailable` or :class:`BackendError`."""
 
+    def model_image_size(self, width: int, height: int) -> tuple[int, int] | None:
+        """The ``(width, height)`` the model is shown a ``width x height`` image at, when this
+        backend decides it (``None``: the model's processor does, from whatever it is given).
+
+        Callers use it to decode no more pixels than the model will see.
+        """
+        return None
+
     @abc.abstractmethod
     async def load_adapter(self, name: str, path: str) -> None:
         """Make the LoRA adapter at ``path`` available as ``name`` (idempotent per name+path)."""

@@ -1,9 +1,12 @@
 """Caption backend for OpenAI-compatible servers: vLLM replicas in production.
 
-One shared ``httpx.AsyncClient`` (connection pool sized by ``max_connections``) carries every
+One shared ``httpx2.AsyncClient`` (connection pool sized by ``max_connections``) carries every
 call; nothing serializes ``generate``, so vLLM's continuous batching sees many requests at
-once. Several ``base_urls`` are replicas of the same model: ``generate`` goes round-robin and
-skips a replica that just refused a connection; adapter loads go to every replica.
+once. ``httpx2`` (httpx's API) rather than httpx: httpcore 1.0's pool walks every connection,
+and every connection again for each idle one, on each request and each answer, so the client's
+CPU per call grew with the number of calls in flight (``bench/bench_captions.py`` profiles it).
+Several ``base_urls`` are replicas of the same model: ``generate`` goes round-robin and skips a
+replica that just refused a connection; adapter loads go to every replica.
 
 Retry policy (bounded; ``max_retries`` extra attempts, exponential backoff from
 ``retry_backoff_s``):
@@ -39,7 +42,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import httpx
+import httpx2
 
 from app.ml.backends.base import (
     AdapterLoadError,
@@ -54,9 +57,12 @@ from app.ml.images import (
     CACHE_KEY_INFO,
     DEFAULT_MAX_PIXELS,
     DEFAULT_MIN_PIXELS,
+    MAX_ASPECT_RATIO,
     ImageFormat,
     fit_pixels,
     model_ready,
+    source_data_url,
+    target_size,
     to_data_url,
 )
 from app.ml.tiny_vlm import is_tiny_model
@@ -74,7 +80,7 @@ _ALREADY_LOADED = "has already been loaded"
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
-def _error_message(response: httpx.Response) -> str:
+def _error_message(response: httpx2.Response) -> str:
     """The server's error text: vLLM's ``{"error": {"message"}}``, its older flat
     ``{"message"}``, FastAPI's ``{"detail"}``, or the raw body."""
     try:
@@ -173,11 +179,11 @@ class OpenAICompatBackend(CaptionBackend):
         self.image_format: ImageFormat = image_format
         self.image_quality = image_quality
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._timeout = httpx.Timeout(timeout_s, connect=min(connect_timeout_s, timeout_s))
-        self._limits = httpx.Limits(
+        self._timeout = httpx2.Timeout(timeout_s, connect=min(connect_timeout_s, timeout_s))
+        self._limits = httpx2.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
         )
-        self._client: httpx.AsyncClient | None = None
+        self._client: httpx2.AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._url_cache: collections.OrderedDict[str, str] = collections.OrderedDict()
@@ -190,7 +196,7 @@ class OpenAICompatBackend(CaptionBackend):
     # -- plumbing ---------------------------------------------------------------------------
 
     @property
-    def client(self) -> httpx.AsyncClient:
+    def client(self) -> httpx2.AsyncClient:
         """The shared client of the running event loop, created on first use.
 
         Pooled connections belong to the loop that opened them. A caller that runs each job in
@@ -201,7 +207,7 @@ class OpenAICompatBackend(CaptionBackend):
             raise BackendUnavailable("caption backend is closed")
         loop = asyncio.get_running_loop()
         if self._client is None or self._client_loop is not loop:
-            self._client = httpx.AsyncClient(
+            self._client = httpx2.AsyncClient(
                 timeout=self._timeout, limits=self._limits, headers=self._headers
             )
             self._client_loop = loop
@@ -242,17 +248,26 @@ class OpenAICompatBackend(CaptionBackend):
             if cached is not None:
                 self._url_cache.move_to_end(key)
                 return cached
-        url = to_data_url(
-            fit_pixels(model_ready(image), self.min_pixels, self.max_pixels),
-            format=self.image_format,
-            quality=self.image_quality,
-        )
+        ready = fit_pixels(model_ready(image), self.min_pixels, self.max_pixels)
+        # Already within bounds (nothing padded, resized or converted): the file it came from,
+        # when tagged, goes as it is; else the pixels are encoded.
+        url = source_data_url(ready, self.image_format) if ready is image else None
+        if url is None:
+            url = to_data_url(ready, format=self.image_format, quality=self.image_quality)
         if key is not None:
             with self._url_cache_lock:
                 self._url_cache[key] = url
                 while len(self._url_cache) > URL_CACHE_SIZE:
                     self._url_cache.popitem(last=False)
         return url
+
+    def model_image_size(self, width: int, height: int) -> tuple[int, int] | None:
+        """What :meth:`_encode_image` sends a ``width x height`` photo at; ``None`` for one so
+        elongated that it is padded first (:func:`~app.ml.images.model_ready`)."""
+        short, long = sorted((width, height))
+        if long > short * MAX_ASPECT_RATIO:
+            return None
+        return target_size(width, height, self.min_pixels, self.max_pixels)
 
     def build_payload(self, request: CaptionRequest, image_urls: Sequence[str]) -> dict[str, Any]:
         """The ``/v1/chat/completions`` body for ``request`` (images already encoded)."""
@@ -311,17 +326,17 @@ class OpenAICompatBackend(CaptionBackend):
             attempt += 1
             try:
                 response = await self.client.post(f"{url}/v1/chat/completions", json=payload)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            except (httpx2.ConnectError, httpx2.ConnectTimeout) as exc:
                 self._mark_down(url)
                 last_reason = f"caption server at {url} unreachable: {exc or type(exc).__name__}"
                 logger.warning("%s (attempt %d/%d)", last_reason, attempt, attempts)
                 continue
-            except httpx.TimeoutException as exc:
+            except httpx2.TimeoutException as exc:
                 # Read/write/pool timeouts: the request may be generating; never retried.
                 raise BackendUnavailable(
                     f"caption server at {url} did not answer within {self.timeout_s:g} s"
                 ) from exc
-            except httpx.TransportError as exc:
+            except httpx2.TransportError as exc:
                 last_reason = f"caption server at {url} dropped the request: {exc!r}"
                 logger.warning("%s (attempt %d/%d)", last_reason, attempt, attempts)
                 continue
@@ -363,7 +378,7 @@ class OpenAICompatBackend(CaptionBackend):
             response = await self.client.post(
                 f"{url}/v1/load_lora_adapter", json={"lora_name": name, "lora_path": path}
             )
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             return f"unreachable: {exc or type(exc).__name__}"
         if response.status_code == 200:
             return None
@@ -381,7 +396,7 @@ class OpenAICompatBackend(CaptionBackend):
         """An adapter of this name is already loaded: fine if it came from the same path."""
         try:
             roots = await self._model_roots(url)
-        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        except (httpx2.HTTPError, ValueError, KeyError, TypeError):
             return None  # cannot tell; vLLM says the name is loaded, trust it
         root = roots.get(name)
         if root is None or root == path:
@@ -393,7 +408,7 @@ class OpenAICompatBackend(CaptionBackend):
             response = await self.client.post(
                 f"{url}/v1/unload_lora_adapter", json={"lora_name": name}
             )
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             return f"unreachable: {exc or type(exc).__name__}"
         if response.status_code == 200:
             return None
@@ -449,7 +464,7 @@ class OpenAICompatBackend(CaptionBackend):
         url = _strip_v1(base_url) if base_url else self.base_urls[0]
         try:
             return [card["id"] for card in await self._models(url)]
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             raise BackendUnavailable(f"caption server at {url} unreachable: {exc!r}") from exc
         except (ValueError, KeyError, TypeError) as exc:
             raise BackendError(f"caption server at {url} sent a bad model list: {exc!r}") from exc
@@ -474,7 +489,7 @@ class OpenAICompatBackend(CaptionBackend):
             response = await self.client.get(f"{url}/health", timeout=HEALTH_TIMEOUT_S)
             if response.status_code == 404:  # a generic server without /health
                 response = await self.client.get(f"{url}/v1/models", timeout=HEALTH_TIMEOUT_S)
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             return f"unreachable: {exc or type(exc).__name__}"
         if response.status_code != 200:
             return f"health check answered {response.status_code}"

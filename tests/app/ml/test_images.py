@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import doctest
+import io
 import math
 
 import pytest
@@ -14,7 +16,10 @@ from app.ml.images import (
     MAX_ASPECT_RATIO,
     MAX_PADDED_LONG_SIDE,
     PAD_COLOR,
+    SOURCE_INFO,
+    SourceFile,
     model_ready,
+    source_data_url,
 )
 
 pytestmark = pytest.mark.nodb
@@ -71,3 +76,29 @@ def test_padded_view_passes_the_qwen_processor() -> None:
 def test_doctests_pass() -> None:
     result = doctest.testmod(images)
     assert result.attempted >= 2 and result.failed == 0
+
+
+def _tagged(size: tuple[int, int], fmt: str = "JPEG") -> tuple[Image.Image, bytes]:
+    buf = io.BytesIO()
+    _strip(size).save(buf, fmt)
+    data = buf.getvalue()
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    image.info[SOURCE_INFO] = SourceFile(fmt, data, size)
+    return image, data
+
+
+def test_source_data_url_is_the_file_itself() -> None:
+    image, data = _tagged((112, 84))
+    url = source_data_url(image, "JPEG")
+    assert url is not None and url.startswith("data:image/jpeg;base64,")
+    assert base64.b64decode(url.split(",", 1)[1]) == data
+
+
+def test_source_data_url_needs_the_format_asked_for() -> None:
+    assert source_data_url(_tagged((112, 84), "PNG")[0], "JPEG") is None
+
+
+def test_source_data_url_needs_the_files_size() -> None:
+    image, _ = _tagged((112, 84))
+    assert source_data_url(image.resize((56, 42)), "JPEG") is None
+    assert source_data_url(_strip((112, 84)), "JPEG") is None  # untagged

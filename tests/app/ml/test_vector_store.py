@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,24 @@ def test_search_matches_brute_force(store: OwnerVectorStore) -> None:
         order = np.argsort(-expected_scores[q])[:4]
         assert [i for i, _ in row] == [200 + int(j) for j in order]
         np.testing.assert_allclose([s for _, s in row], expected_scores[q][order], atol=1e-5)
+
+
+def test_search_among_ranks_only_the_chosen_ids_exactly(store: OwnerVectorStore) -> None:
+    queries = unit(3, seed=7)
+    chosen = [203, 211, 217]
+    expected = queries @ unit(20, seed=2)[[3, 11, 17]].T
+
+    hits = store.search_among(2, queries, [*chosen, 105, 999], k=2)
+
+    for q, row in enumerate(hits):
+        order = np.argsort(-expected[q])[:2]
+        assert [i for i, _ in row] == [chosen[j] for j in order]  # 105 is owner 1's, 999 nobody's
+        assert [s for _, s in row] == pytest.approx(expected[q][order].tolist(), abs=1e-5)
+
+
+def test_search_among_ids_of_no_stored_vector_is_empty(store: OwnerVectorStore) -> None:
+    assert store.search_among(2, unit(2, seed=7), [105], k=3) == [[], []]
+    assert store.search_among(3, unit(1, seed=7), [200], k=3) == [[]]
 
 
 def test_owner_without_vectors_gets_empty_lists(store: OwnerVectorStore) -> None:
@@ -417,3 +436,211 @@ def test_approximate_owner_hits_are_its_own_distinct_ids() -> None:
         assert 0 < len(ids) <= 80
         assert len(set(ids)) == len(ids)
         assert set(ids) <= set(range(1000, 1080))
+
+
+# -- one copy per host: the mapped segment ------------------------------------------------
+
+
+def _codes_owned(entry: object) -> bool:
+    import faiss
+
+    return bool(faiss.downcast_index(entry.index).codes.is_owned)  # type: ignore[attr-defined]
+
+
+def test_loaded_exact_owners_are_views_of_the_mapped_file(
+    store: OwnerVectorStore, tmp_path: Path
+) -> None:
+    store.save(tmp_path)
+
+    loaded = OwnerVectorStore.load(tmp_path)
+
+    data_file = next(tmp_path.glob("vectors-*")).name
+    assert loaded.segment_name == data_file
+    assert loaded.footprint() == {data_file: 30 * (DIM * 4 + 8)}
+    for entry in loaded._owners.values():
+        assert entry.segment is not None
+        assert not _codes_owned(entry)
+        assert np.shares_memory(entry.ids, entry.segment.data)
+
+
+def test_vectors_in_a_segment_start_on_a_cache_line(
+    store: OwnerVectorStore, tmp_path: Path
+) -> None:
+    store.save(tmp_path)
+
+    manifest = json.loads((tmp_path / MANIFEST_NAME).read_text())
+
+    for owner in manifest["owners"]:
+        codes_at = owner["offset"] + owner["index_bytes"] - owner["count"] * DIM * 4
+        assert codes_at % vector_store.ALIGN == 0
+        assert (owner["offset"] + owner["ids_offset"]) % 8 == 0
+
+
+def test_a_write_to_a_loaded_owner_is_private_and_leaves_the_file(
+    store: OwnerVectorStore, tmp_path: Path
+) -> None:
+    store.save(tmp_path)
+    loaded = OwnerVectorStore.load(tmp_path)
+    new = unit(1, seed=50)
+
+    loaded.add(1, [150], new)
+    loaded.remove([200])
+
+    assert loaded.search(1, new, k=1)[0][0][0] == 150
+    assert 200 not in loaded.ids(2)
+    sizes = loaded.footprint()
+    assert sizes[None] == (11 + 19) * (DIM * 4 + 8)  # both owners now live in this process
+    assert loaded.segment_name not in sizes
+    assert OwnerVectorStore.load(tmp_path).ids() == store.ids()
+
+
+def test_a_large_loaded_owner_is_copied_once_then_changed_in_place(
+    small_snapshots: int, tmp_path: Path
+) -> None:
+    s = OwnerVectorStore(DIM, EMBEDDER)
+    vectors = unit(30, seed=51)
+    s.add(1, range(30), vectors)
+    s.save(tmp_path)
+    loaded = OwnerVectorStore.load(tmp_path)
+    assert loaded._owners[1].frozen  # mapped: immutable, searched without the lock
+
+    loaded.remove([4])
+    loaded.remove([5])
+
+    entry = loaded._owners[1]
+    assert entry.segment is None and not entry.frozen and _codes_owned(entry)
+    keep = [i for i in range(30) if i not in {4, 5}]
+    queries = unit(3, seed=52)
+    assert [[i for i, _ in r] for r in loaded.search(1, queries, k=6)] == brute_force(
+        vectors[keep], keep, queries, 6
+    )
+
+
+def test_saving_a_loaded_store_copies_its_blocks_unchanged(
+    store: OwnerVectorStore, tmp_path: Path
+) -> None:
+    store.save(tmp_path / "a")
+    loaded = OwnerVectorStore.load(tmp_path / "a")
+    loaded.add(3, [300], unit(1, seed=53))
+
+    loaded.save(tmp_path / "b")
+
+    again = OwnerVectorStore.load(tmp_path / "b")
+    queries = unit(4, seed=54)
+    for owner in (1, 2, 3):
+        assert again.search(owner, queries, 5) == loaded.search(owner, queries, 5)
+    first = {o["owner_id"]: o for o in json.loads((tmp_path / "a" / MANIFEST_NAME).read_text())
+             ["owners"]}
+    second = {o["owner_id"]: o for o in json.loads((tmp_path / "b" / MANIFEST_NAME).read_text())
+              ["owners"]}
+    assert [second[o]["xxh3"] for o in (1, 2)] == [first[o]["xxh3"] for o in (1, 2)]
+
+
+def test_a_mapped_store_keeps_serving_after_a_newer_save_deletes_its_file(
+    store: OwnerVectorStore, tmp_path: Path
+) -> None:
+    store.save(tmp_path)
+    loaded = OwnerVectorStore.load(tmp_path)
+    queries = unit(2, seed=55)
+    before = loaded.search(2, queries, 5)
+
+    store.remove([100])
+    store.save(tmp_path)  # deletes the data file ``loaded`` maps
+
+    assert not (tmp_path / str(loaded.segment_name)).exists()
+    assert loaded.search(2, queries, 5) == before
+
+
+def test_saved_revisions_round_trip(store: OwnerVectorStore, tmp_path: Path) -> None:
+    store.save(tmp_path / "with", revisions={1: 3, 2: 5, 9: 2})
+    store.save(tmp_path / "without")
+
+    assert OwnerVectorStore.load(tmp_path / "with").saved_revisions == {1: 3, 2: 5, 9: 2}
+    assert OwnerVectorStore.load(tmp_path / "without").saved_revisions is None
+
+
+def test_adopt_swaps_private_owners_for_the_shared_copy(
+    store: OwnerVectorStore, tmp_path: Path
+) -> None:
+    store.save(tmp_path)
+    mine = OwnerVectorStore.load(tmp_path)
+    mine.add(1, [150], unit(1, seed=56))  # private now
+    mine.save(tmp_path)
+    newer = OwnerVectorStore.load(tmp_path)
+    queries = unit(3, seed=57)
+    before = [mine.search(o, queries, 4) for o in (1, 2)]
+
+    swapped = mine.adopt(newer, [1, 2])
+
+    assert swapped == 2
+    assert mine.footprint() == {newer.segment_name: 31 * (DIM * 4 + 8)}
+    assert [mine.search(o, queries, 4) for o in (1, 2)] == before
+    assert mine._id_map.changes == {}  # the segment's id table serves again
+    assert mine.ids() == set(range(100, 110)) | {150} | set(range(200, 220))
+
+
+def test_adopt_skips_an_owner_whose_ids_differ(store: OwnerVectorStore, tmp_path: Path) -> None:
+    store.save(tmp_path)
+    newer = OwnerVectorStore.load(tmp_path)
+    store.remove([105])
+
+    assert store.adopt(newer, [1, 2]) == 1  # owner 2 only
+    assert 105 not in store.ids(1)
+    assert store._owners[1].segment is None
+
+
+def test_a_format_1_cache_is_still_read(tmp_path: Path) -> None:
+    import faiss
+
+    vectors = unit(4, seed=58)
+    index = faiss.IndexFlatIP(DIM)
+    index.add(vectors)
+    ids = np.arange(40, 44, dtype="<i8")
+    block = ids.tobytes() + faiss.serialize_index(index).tobytes()
+    (tmp_path / "vectors-old.faiss").write_bytes(block)
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps({
+        "format_version": 1, "embedder_id": EMBEDDER, "dim": DIM, "approx_threshold": None,
+        "data_file": "vectors-old.faiss", "data_bytes": len(block), "count": 4,
+        "owners": [{"owner_id": 7, "count": 4, "approx": False, "offset": 0,
+                    "nbytes": len(block), "crc32": zlib.crc32(block)}],
+    }))
+
+    loaded = OwnerVectorStore.load(tmp_path)
+
+    assert loaded.search(7, vectors[2:3], k=1)[0][0][0] == 42
+    assert loaded.saved_revisions is None
+
+
+def test_a_mapped_block_changed_in_place_fails_the_save(
+    store: OwnerVectorStore, tmp_path: Path
+) -> None:
+    store.save(tmp_path / "a")
+    loaded = OwnerVectorStore.load(tmp_path / "a")
+    data = next((tmp_path / "a").glob("vectors-*"))
+    with open(data, "r+b") as fh:  # the same inode: the mapping sees it
+        fh.seek(data.stat().st_size // 2)
+        byte = fh.read(1)
+        fh.seek(-1, os.SEEK_CUR)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+
+    with pytest.raises(VectorStoreCorrupt, match="changed since it was loaded"):
+        loaded.save(tmp_path / "b")
+    assert not list((tmp_path / "b").glob("vectors-*"))
+
+
+def test_ids_of_a_loaded_store_move_between_owners_like_any_other(
+    store: OwnerVectorStore, tmp_path: Path
+) -> None:
+    store.save(tmp_path)
+    loaded = OwnerVectorStore.load(tmp_path)
+    vector = unit(1, seed=59)
+
+    loaded.remove([105])
+    loaded.add(2, [105], vector)  # the id table says owner 1: the change wins
+    with pytest.raises(DuplicateVectorId, match="owner 2"):
+        loaded.add(1, [105], vector)
+
+    assert loaded.count() == 30 and 105 in loaded.ids(2) and 105 not in loaded.ids(1)
+    expected = {i: 1 for i in range(100, 110) if i != 105} | {i: 2 for i in range(200, 220)}
+    assert loaded.verify(expected | {105: 2}, EMBEDDER).ok
+    assert loaded.verify(expected | {105: 1}, EMBEDDER).owner_mismatches == {105: (1, 2)}

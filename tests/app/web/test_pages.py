@@ -252,3 +252,15 @@ def test_logging_in_again_ends_the_session_the_browser_had(client) -> None:
     browser_login(client, "anya")
     assert client.cookies["repic_session"] != first
     assert _replay(client, first).get("/account", follow_redirects=False).status_code == 303
+
+
+def test_the_account_page_turns_feedback_training_on_and_off(client) -> None:
+    browser_register(client)
+    page = client.get("/account").text
+    assert 'id="allow-feedback-training"' in page and "checked>" not in page
+    r = client.post("/account/training",
+                    data={"allow_feedback_training": "true", "csrf_token": csrf_field(page)})
+    assert r.status_code == 200 and "Your feedback now trains the model." in r.text
+    assert 'id="allow-feedback-training" checked' in r.text
+    r = client.post("/account/training", data={"csrf_token": csrf_field(r.text)})
+    assert "no longer trains" in r.text and 'id="allow-feedback-training" checked' not in r.text

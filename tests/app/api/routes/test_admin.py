@@ -152,3 +152,26 @@ def test_max_steps_override_below_one_is_422(client, steps: int) -> None:  # typ
                     json={"overrides": {**TINY, "max_steps": steps}})
     assert r.status_code == 422 and "max_steps" in r.json()["detail"]
     assert _job_count(client) == 0
+
+
+def test_consented_feedback_alone_is_training_data(client) -> None:  # type: ignore[no-untyped-def]
+    from tests.utils.images import fixture_photo
+
+    admin = make_admin(client, "root")
+    concept = create_concept(client, admin, "bo")  # not opted in
+    r = client.post("/api/captions", headers=admin, data={"concept_ids": str(concept["id"]),
+                    "retrieve": "false", "max_new_tokens": "4"},
+                    files={"image": ("q.jpg", fixture_photo("dog", 2), "image/jpeg")})
+    assert r.status_code == 201, r.text
+    caption = r.json()
+    edited = "<bo> is asleep on the sofa in the afternoon sun, one ear folded back, tail still."
+    r = client.patch(f"/api/captions/{caption['id']}", headers=admin,
+                     json={"feedback": "edited", "edited_caption": edited})
+    assert r.status_code == 200, r.text
+    r = client.post("/api/admin/training-jobs", headers=admin, json={"dataset": "concepts"})
+    assert r.status_code == 422  # the owner has not allowed their feedback to train
+    client.patch("/api/auth/me", headers=admin, json={"allow_feedback_training": True})
+    r = client.post("/api/admin/training-jobs", headers=admin,
+                    json={"dataset": "concepts", "overrides": TINY})
+    assert r.status_code == 201, r.text
+    assert r.json()["params"]["feedback_at_creation"] == 1

@@ -371,3 +371,21 @@ def test_a_login_finding_every_hashing_slot_taken_is_503_with_retry_after(
         configure_password_hashing(settings.auth.argon2_time_cost, settings.auth.argon2_memory_kib)
     assert r.status_code == 503
     assert r.headers["retry-after"] == "1"
+
+
+def test_feedback_training_is_off_until_the_user_turns_it_on(client) -> None:
+    headers = register(client, "anya")
+    assert client.get("/api/auth/me", headers=headers).json()["allow_feedback_training"] is False
+    r = client.patch("/api/auth/me", headers=headers, json={"allow_feedback_training": True})
+    assert r.status_code == 200 and r.json()["allow_feedback_training"] is True
+    assert client.get("/api/auth/me", headers=headers).json()["allow_feedback_training"] is True
+    other = register(client, "boris")
+    assert client.get("/api/auth/me", headers=other).json()["allow_feedback_training"] is False
+
+
+def test_an_unknown_account_setting_is_422(client) -> None:
+    headers = register(client, "anya")
+    r = client.patch("/api/auth/me", headers=headers, json={"allow_everything": True})
+    assert r.status_code == 422
+    r = client.patch("/api/auth/me", headers=headers, json={"allow_feedback_training": "maybe"})
+    assert r.status_code == 422

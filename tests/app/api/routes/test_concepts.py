@@ -197,3 +197,71 @@ def test_a_deleted_concepts_ids_are_never_given_again(client, anya) -> None:
     new = create_concept(client, anya, "mia")
     assert new["id"] > old["id"]
     assert min(i["id"] for i in new["images"]) > max(i["id"] for i in old["images"])
+
+
+# -- owner isolation, shared case: read-only for exactly the invitee ---------------------------
+
+
+def _share(client, owner, concept, username):
+    r = client.post(f"/api/concepts/{concept['id']}/shares", headers=owner,
+                    json={"username": username})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+@pytest.mark.parametrize(
+    "method,path",
+    [
+        ("PATCH", "/api/concepts/{cid}"),
+        ("DELETE", "/api/concepts/{cid}"),
+        ("POST", "/api/concepts/{cid}/images"),
+        ("PATCH", "/api/concepts/{cid}/images/{iid}"),
+        ("DELETE", "/api/concepts/{cid}/images/{iid}"),
+        ("POST", "/api/concepts/{cid}/shares"),
+        ("GET", "/api/concepts/{cid}/shares"),
+        ("PATCH", "/api/shared-concepts/{cid}"),
+        ("POST", "/api/shared-concepts/{cid}/images"),
+        ("PATCH", "/api/shared-concepts/{cid}/images/{iid}"),
+        ("DELETE", "/api/shared-concepts/{cid}/images/{iid}"),
+    ],
+)
+def test_the_invitee_can_never_change_a_shared_concept(
+    client, anya, boris, method, path
+) -> None:
+    created = create_concept(client, anya)
+    _share(client, anya, created, "boris")
+    url = path.format(cid=created["id"], iid=created["images"][0]["id"])
+    kwargs: dict = {}
+    if method == "PATCH":
+        kwargs["json"] = {"box": [0, 0, 10, 10]} if "images" in path else {"description": "mine"}
+    if method == "POST":
+        kwargs = ({"json": {"username": "carla"}} if "shares" in path
+                  else {"files": [("images", ("x.png", make_image(), "image/png"))]})
+    r = client.request(method, url, headers=boris, **kwargs)
+    # The owner's routes do not know the invitee (404); the invitee's own have no write.
+    assert r.status_code in ((404,) if path.startswith("/api/concepts") else (404, 405)), r.text
+    still = client.get(f"/api/concepts/{created['id']}", headers=anya).json()
+    assert still["description"] == "our corgi" and len(still["images"]) == 2
+    assert still["images"][0]["box"] is None
+    assert [s["username"] for s in
+            client.get(f"/api/concepts/{created['id']}/shares", headers=anya).json()["data"]
+            ] == ["boris"]
+
+
+def test_a_shared_concept_is_visible_to_exactly_the_invitee(client, anya, boris) -> None:
+    carla = register(client, "carla")
+    created = create_concept(client, anya)
+    _share(client, anya, created, "boris")
+    image = created["images"][0]["id"]
+    seen = client.get("/api/shared-concepts", headers=boris).json()
+    assert [(c["id"], c["owner"], c["read_only"]) for c in seen["data"]] == [
+        (created["id"], "anya", True)
+    ]
+    for who, expected in ((boris, 200), (carla, 404), (anya, 404)):
+        r = client.get(f"/api/shared-concepts/{created['id']}/images/{image}/thumbnail",
+                       headers=who)
+        assert r.status_code == expected
+    assert client.get("/api/shared-concepts", headers=carla).json() == {"data": [], "count": 0}
+    # Sharing changes nothing in the owner's namespace: still the owner's alone.
+    assert client.get("/api/concepts", headers=boris).json() == {"data": [], "count": 0}
+    assert client.get(f"/api/concepts/{created['id']}", headers=boris).status_code == 404

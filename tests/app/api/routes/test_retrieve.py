@@ -59,3 +59,17 @@ def test_calibration_endpoint(client, anya) -> None:
     r = client.get("/api/retrieve/calibration", headers=anya)
     assert r.status_code == 200
     assert "suggested_min_score" in r.json()
+
+
+def test_a_shared_concept_is_retrieved_until_the_share_is_revoked(client, anya) -> None:
+    boris = register(client, "boris")
+    bo = client.get("/api/concepts", headers=anya).json()["data"][0]
+    share = client.post(f"/api/concepts/{bo['id']}/shares", headers=anya,
+                        json={"username": "boris"}).json()
+    hits = _query(client, boris, k="1").json()["concepts"]
+    assert [(c["name"], c["shared_by"]) for c in hits] == [("bo", "anya")]
+    r = client.delete(f"/api/concepts/{bo['id']}/shares/{share['id']}", headers=anya)
+    assert r.status_code == 204
+    assert _query(client, boris).json()["concepts"] == []
+    carla = register(client, "carla")
+    assert _query(client, carla).json()["concepts"] == []

@@ -448,3 +448,37 @@ def test_tagged_reference_images_are_encoded_once(monkeypatch) -> None:
     backend._encode_image(query)
     backend._encode_image(query)
     assert len(calls) == 3  # the reference once, the untagged query every time
+
+
+def _valid_jpeg(size: tuple[int, int]):  # type: ignore[no-untyped-def]
+    from app.storage import validate_image
+
+    buf = io.BytesIO()
+    _image((30, 90, 200), size).save(buf, "JPEG")
+    data = buf.getvalue()
+    return data, validate_image(
+        data, "q.jpg", "image/jpeg", max_bytes=10**7, max_pixels=10**8
+    ).open()
+
+
+def test_query_jpeg_within_bounds_is_sent_byte_identical() -> None:
+    backend = OpenAICompatBackend(["http://unused"], model="m", max_pixels=112 * 112)
+    data, query = _valid_jpeg((112, 84))  # multiples of 28, within the bounds
+    url = backend._encode_image(query)
+    assert base64.b64decode(url.split(",", 1)[1]) == data
+
+
+def test_query_jpeg_beyond_bounds_is_resized_and_encoded() -> None:
+    backend = OpenAICompatBackend(["http://unused"], model="m", max_pixels=112 * 112)
+    data, query = _valid_jpeg((512, 384))
+    url = backend._encode_image(query)
+    assert base64.b64decode(url.split(",", 1)[1]) != data
+    assert _decode_data_url(url).size == (112, 84)
+
+
+@pytest.mark.parametrize("size", [(512, 384), (100, 60), (28, 28), (4032, 3024), (20, 8000)])
+def test_model_image_size_is_the_size_sent(size: tuple[int, int]) -> None:
+    backend = OpenAICompatBackend(["http://unused"], model="m", max_pixels=112 * 112)
+    expected = backend.model_image_size(*size)
+    sent = _decode_data_url(backend._encode_image(_image((1, 2, 3), size))).size
+    assert expected == sent or (expected is None and size == (20, 8000))
