@@ -10,18 +10,8 @@ import pytest
 from app.models import UserSession
 from app.security import token_digest
 from app.services.browser_sessions import BrowserSessions, Client, end_user_sessions
+from tests.utils.clock import Clock
 from tests.utils.users import user_row
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += dt.timedelta(seconds=seconds)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import threading
 from typing import Any
 
@@ -10,17 +9,7 @@ import pytest
 
 from app.errors import TooManyRequests
 from app.services.login_throttle import LoginThrottle, address_key
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += dt.timedelta(seconds=seconds)
+from tests.utils.clock import Clock
 
 
 @pytest.fixture
