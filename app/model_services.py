@@ -57,12 +57,20 @@ class ModelLoading(StrEnum):
 
 
 def ensure_tiny_models(settings: Settings) -> dict[str, Path]:
+    """The tiny offline models under ``settings.tiny_dir``, built first if missing (the VLM is
+    the name-copying one, about a minute on CPU). A copier of an older recipe is rebuilt; a
+    random tiny VLM someone built there is kept."""
     from app.ml.tiny import build_tiny_models, tiny_models_ready, tiny_paths
+    from trainer.tiny_copier import build_tiny_copier, stale_copier
 
     root = settings.tiny_dir
+    vlm = tiny_paths(root)["vlm"]
+    if stale_copier(vlm):
+        log.info("rebuilding the tiny copier in %s (older recipe)", vlm)
+        (vlm / ".complete").unlink(missing_ok=True)
     if not tiny_models_ready(root):
         log.info("building tiny offline models in %s", root)
-        build_tiny_models(root)
+        build_tiny_models(root, vlm_builder=build_tiny_copier)
     return tiny_paths(root)
 
 

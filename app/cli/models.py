@@ -16,11 +16,26 @@ models_app = typer.Typer(
 def models_build_tiny(
     directory: Annotated[Path, typer.Argument(help="Folder to write vlm/, clip/, detector/ to.")],
     force: Annotated[bool, typer.Option(help="Rebuild even if present.")] = False,
+    copier: Annotated[bool, typer.Option(
+        help="The VLM learns to copy concept names from its prompt (a warm-up of about a "
+        "minute on CPU); --no-copier keeps it random (what the tests use).")] = True,
+    warm_up_steps: Annotated[int, typer.Option(
+        min=0, help="Warm-up steps of the name-copying VLM (more: steadier, slower).")] = 800,
 ) -> None:
-    """Build tiny random-weight models (Qwen2.5-VL, CLIP, OWLv2) with no download."""
+    """Build tiny models (Qwen2.5-VL, CLIP, OWLv2) with no download: CLIP and OWLv2 random,
+    the Qwen2.5-VL wired and warmed up to copy names (see trainer/tiny_copier.py)."""
     from app.ml.tiny import build_tiny_models
+    from trainer.tiny_copier import CopierRecipe, build_tiny_copier
 
-    paths = build_tiny_models(directory, force=force)
+    def report(step: int, steps: int, loss: float) -> None:
+        typer.echo(f"warm-up step {step}/{steps}, loss {loss:.3f}", err=True)
+
+    def vlm_builder(path: Path, seed: int = 0) -> Path:
+        recipe = CopierRecipe(steps=warm_up_steps, seed=seed)
+        return build_tiny_copier(path, seed=seed, recipe=recipe, progress=report)
+
+    paths = build_tiny_models(directory, force=force,
+                              vlm_builder=vlm_builder if copier else None)
     for part, path in paths.items():
         typer.echo(f"{part:9s} {path}")
     typer.echo(

@@ -2,7 +2,8 @@
 
 Layout, the same as real models so the same loading code reads both::
 
-    DIR/vlm/       tiny Qwen2.5-VL (config, weights, byte-level tokenizer, processor)
+    DIR/vlm/       tiny Qwen2.5-VL (config, weights, tokenizer, processor); the name-copying
+                   one of trainer/tiny_copier.py when built by the CLI or the offline demo
     DIR/clip/      tiny open_clip (open_clip_config.json + open_clip_model.safetensors)
     DIR/detector/  tiny OWLv2 (config, weights, processor)
 """
@@ -27,14 +28,22 @@ def tiny_models_ready(root: Path) -> bool:
     return all((p / ".complete").exists() for p in paths.values())
 
 
-def build_tiny_models(root: Path, seed: int = 0, force: bool = False) -> dict[str, Path]:
-    """Build the tiny VLM, CLIP and detector under ``root`` (skipping complete ones)."""
+def build_tiny_models(
+    root: Path, seed: int = 0, force: bool = False,
+    vlm_builder: Callable[..., Path] | None = None,
+) -> dict[str, Path]:
+    """Build the tiny VLM, CLIP and detector under ``root`` (skipping complete ones).
+
+    ``vlm_builder`` replaces the random VLM's builder: the offline demo and ``repic models
+    build-tiny`` pass the name-copying one (:func:`trainer.tiny_copier.build_tiny_copier`);
+    tests keep the random one, which builds in a second.
+    """
     from app.ml.tiny_clip import build_tiny_clip
     from app.ml.tiny_detector import build_tiny_owl
     from app.ml.tiny_vlm import build_tiny_vlm
 
     builders: dict[str, Callable[..., Path]] = {
-        "vlm": build_tiny_vlm,
+        "vlm": vlm_builder or build_tiny_vlm,
         "clip": build_tiny_clip,
         "detector": build_tiny_owl,
     }

@@ -77,16 +77,32 @@ _TEXT_HEADS = 4
 _MROPE_SECTION = [2, 3, 3]
 
 
-def _build_tokenizer(extra_tokens: Sequence[str]) -> Any:
+def _build_tokenizer(extra_tokens: Sequence[str], words: Sequence[str] = ()) -> Any:
+    """Byte-level BPE: the 256 byte symbols, plus, for each of ``words`` (pre-tokenizer pieces
+    such as ``" caption"``), the merges that build it left to right (every prefix becomes a
+    token), so a word of the list is one token and any other text still round-trips."""
     from tokenizers.pre_tokenizers import ByteLevel
     from transformers import Qwen2Tokenizer
 
     # Sorted so the id of every byte symbol is the same on every machine and every run.
     alphabet = sorted(ByteLevel.alphabet())
     vocab = {symbol: index for index, symbol in enumerate(alphabet)}
+    merges: list[tuple[str, str]] = []
+    known: set[tuple[str, str]] = set()
+    to_symbols = ByteLevel(add_prefix_space=False, use_regex=False)
+    for word in words:
+        symbols = to_symbols.pre_tokenize_str(word)[0][0]
+        prefix = symbols[0]
+        for symbol in symbols[1:]:
+            if (prefix, symbol) not in known:
+                known.add((prefix, symbol))
+                merges.append((prefix, symbol))
+            prefix += symbol
+            vocab.setdefault(prefix, len(vocab))
     tokenizer = Qwen2Tokenizer(
         vocab=vocab,
-        merges=[],
+        # Pairs, which the BPE model takes (the annotation says strings; strings fail here).
+        merges=merges,  # type: ignore[arg-type]
         bos_token=None,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
@@ -114,17 +130,45 @@ def build_tiny_vlm(
     build with 0.2. ``extra_tokens`` (e.g. ``"<bo>"``) are added as normal tokens and the
     embeddings resized. Same ``seed`` and arguments give the same weights. Returns ``out_dir``.
     """
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config, processor = tiny_vlm_parts(extra_tokens, initializer_range=initializer_range)
+    endoftext = config.text_config.bos_token_id
+    im_end = config.text_config.eos_token_id
+
+    return save_tiny_model(
+        Qwen2_5_VLForConditionalGeneration, config, processor, out_dir,
+        {"builder": "app.ml.tiny_vlm.build_tiny_vlm", "seed": seed,
+         "initializer_range": initializer_range, "extra_tokens": list(extra_tokens)},
+        endoftext=endoftext, im_end=im_end,
+    )
+
+
+def tiny_vlm_parts(
+    extra_tokens: Sequence[str] = (),
+    *,
+    words: Sequence[str] = (),
+    initializer_range: float = 0.02,
+    tie_word_embeddings: bool = False,
+    text_overrides: dict[str, Any] | None = None,
+) -> tuple[Any, Any]:
+    """The tiny Qwen2.5-VL's config and processor (tokenizer with ``extra_tokens``).
+
+    ``text_overrides`` replace entries of the text config (the name-copying model of
+    :mod:`trainer.tiny_copier` asks for one key/value head per attention head and a longer RoPE
+    wavelength); ``tie_word_embeddings`` shares the input embeddings with the output layer;
+    ``words`` become single tokens (:func:`_build_tokenizer`).
+    """
     from transformers import (
         Qwen2_5_VLConfig,
-        Qwen2_5_VLForConditionalGeneration,
         Qwen2_5_VLProcessor,
         Qwen2VLImageProcessor,
         Qwen2VLVideoProcessor,
     )
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer = _build_tokenizer(extra_tokens)
+    tokenizer = _build_tokenizer(extra_tokens, words)
     token_id = tokenizer.convert_tokens_to_ids
     vocab_size = len(tokenizer)
     # A little headroom above the tokenizer, rounded to 8 as real checkpoints pad theirs.
@@ -139,26 +183,29 @@ def build_tiny_vlm(
     )
 
     endoftext, im_end = token_id("<|endoftext|>"), token_id("<|im_end|>")
-    config = Qwen2_5_VLConfig(
-        text_config={
-            "vocab_size": padded_vocab,
-            "hidden_size": _TEXT_HIDDEN,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": _TEXT_HEADS,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 4096,
-            "max_window_layers": 2,
-            "initializer_range": initializer_range,
-            "rope_parameters": {
-                "rope_type": "default",
-                "rope_theta": 10000.0,
-                "mrope_section": list(_MROPE_SECTION),
-            },
-            "bos_token_id": endoftext,
-            "eos_token_id": im_end,
-            "pad_token_id": endoftext,
+    text_config: dict[str, Any] = {
+        "vocab_size": padded_vocab,
+        "hidden_size": _TEXT_HIDDEN,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": _TEXT_HEADS,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 4096,
+        "max_window_layers": 2,
+        "initializer_range": initializer_range,
+        "rope_parameters": {
+            "rope_type": "default",
+            "rope_theta": 10000.0,
+            "mrope_section": list(_MROPE_SECTION),
         },
+        "bos_token_id": endoftext,
+        "eos_token_id": im_end,
+        "pad_token_id": endoftext,
+        "tie_word_embeddings": tie_word_embeddings,
+    }
+    text_config.update(text_overrides or {})
+    config = Qwen2_5_VLConfig(
+        text_config=text_config,
         vision_config={
             "depth": 2,
             "hidden_size": 64,
@@ -176,15 +223,9 @@ def build_tiny_vlm(
         video_token_id=token_id("<|video_pad|>"),
         vision_start_token_id=token_id("<|vision_start|>"),
         vision_end_token_id=token_id("<|vision_end|>"),
-        tie_word_embeddings=False,
+        tie_word_embeddings=tie_word_embeddings,
     )
-
-    return save_tiny_model(
-        Qwen2_5_VLForConditionalGeneration, config, processor, out_dir,
-        {"builder": "app.ml.tiny_vlm.build_tiny_vlm", "seed": seed,
-         "initializer_range": initializer_range, "extra_tokens": list(extra_tokens)},
-        endoftext=endoftext, im_end=im_end,
-    )
+    return config, processor
 
 
 def save_tiny_model(model_class: Any, config: Any, processor: Any, out_dir: Path,
@@ -192,15 +233,23 @@ def save_tiny_model(model_class: Any, config: Any, processor: Any, out_dir: Path
     """Instantiate ``model_class(config)`` under ``marker["seed"]`` (the caller's random stream
     untouched), give it greedy generation, save it with ``processor`` and the tiny marker."""
     import torch
-    from transformers import GenerationConfig
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(marker["seed"])
         model = model_class(config)
+    return finish_tiny_model(model, processor, out_dir, marker, endoftext=endoftext, im_end=im_end)
+
+
+def finish_tiny_model(model: Any, processor: Any, out_dir: Path, marker: dict[str, Any], *,
+                      endoftext: int, im_end: int,
+                      max_new_tokens: int = TINY_MAX_NEW_TOKENS) -> Path:
+    """Give ``model`` greedy generation and save it with ``processor`` and the tiny marker."""
+    from transformers import GenerationConfig
+
     model.eval()
     model.generation_config = GenerationConfig(
         do_sample=False,
-        max_new_tokens=TINY_MAX_NEW_TOKENS,
+        max_new_tokens=max_new_tokens,
         bos_token_id=endoftext,
         eos_token_id=[im_end, endoftext],
         pad_token_id=endoftext,

@@ -239,6 +239,11 @@ class TrainingService:
         if self.settings.training.default_config is not None:
             return self.settings.training.default_config
         if is_tiny_model(base_model):
+            from trainer.tiny_copier import copier_version
+
+            # The name-copier learns from its ICT records only (trainer/configs/tiny_copier.yaml).
+            if copier_version(base_model) is not None:
+                return CONFIG_DIR / "tiny_copier.yaml"
             return CONFIG_DIR / "tiny.yaml"
         return None
 

@@ -100,9 +100,20 @@ def test_train_needs_a_config_or_tiny() -> None:
 
 
 def test_build_tiny_writes_the_three_models(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    r = runner.invoke(app, ["models", "build-tiny", str(tmp_path)])
+    r = runner.invoke(app, ["models", "build-tiny", str(tmp_path), "--no-copier"])
     assert r.exit_code == 0, r.output
     assert {p.name for p in tmp_path.iterdir()} == {"vlm", "clip", "detector"}
+
+
+def test_build_tiny_makes_the_vlm_a_name_copier_by_default(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from trainer.tiny_copier import COPIER_VERSION
+
+    r = runner.invoke(app, ["models", "build-tiny", str(tmp_path), "--warm-up-steps", "2"])
+    assert r.exit_code == 0, r.output
+    marker = json.loads((tmp_path / "vlm" / "repic_tiny.json").read_text())
+    assert marker["copier"] == COPIER_VERSION and marker["recipe"]["steps"] == 2
 
 
 def test_serve_runs_uvicorn_without_its_server_banner(settings_factory, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -321,3 +321,19 @@ def test_the_photo_trains_only_with_its_owners_consent(container: Any) -> None:
     dog, cat = _pets(container, owner)
     _caption(container, owner, [_used(dog, pinned=True), _used(cat, pinned=True)])
     assert _groups(container) == []
+
+
+def test_a_name_copier_base_is_retrained_with_its_own_config(container: Any, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from trainer.arguments import CONFIG_DIR
+    from trainer.tiny_copier import COPIER_VERSION
+
+    copier, plain = tmp_path / "copier", tmp_path / "plain"
+    for folder, marker in ((copier, {"tiny": True, "copier": COPIER_VERSION}),
+                           (plain, {"tiny": True})):
+        folder.mkdir()
+        (folder / "repic_tiny.json").write_text(json.dumps(marker))
+    service = _service(container, None)
+    assert service.base_config(str(copier)) == CONFIG_DIR / "tiny_copier.yaml"
+    assert service.base_config(str(plain)) == CONFIG_DIR / "tiny.yaml"
