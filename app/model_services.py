@@ -56,22 +56,37 @@ class ModelLoading(StrEnum):
     ALL = "all"
 
 
-def ensure_tiny_models(settings: Settings) -> dict[str, Path]:
-    """The tiny offline models under ``settings.tiny_dir``, built first if missing (the VLM is
-    the name-copying one, about a minute on CPU). A copier of an older recipe is rebuilt; a
-    random tiny VLM someone built there is kept."""
+def ensure_tiny_models(settings: Settings, part: str) -> Path:
+    """The tiny offline model ``part`` ("vlm", "clip", "detector") under ``settings.tiny_dir``,
+    built first if missing (the VLM is the name-copying one, about 90 s on 2 CPU cores).
+
+    One process builds while the others wait (a file lock: uvicorn workers start together).
+    A copier of an older recipe is rebuilt; a random tiny VLM found there is kept, with a hint.
+    """
+    from filelock import FileLock
+
     from app.ml.tiny import build_tiny_models, tiny_models_ready, tiny_paths
-    from trainer.tiny_copier import build_tiny_copier, stale_copier
+    from trainer.tiny_copier import build_tiny_copier, copier_version, stale_copier
 
     root = settings.tiny_dir
-    vlm = tiny_paths(root)["vlm"]
-    if stale_copier(vlm):
-        log.info("rebuilding the tiny copier in %s (older recipe)", vlm)
-        (vlm / ".complete").unlink(missing_ok=True)
-    if not tiny_models_ready(root):
-        log.info("building tiny offline models in %s", root)
-        build_tiny_models(root, vlm_builder=build_tiny_copier)
-    return tiny_paths(root)
+    path = tiny_paths(root)[part]
+
+    def usable() -> bool:
+        return tiny_models_ready(root, (part,)) and not (part == "vlm" and stale_copier(path))
+
+    if not usable():  # (a ready folder may be read-only: no lock file then)
+        root.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(root / ".build.lock")):
+            if part == "vlm" and stale_copier(path):
+                log.info("rebuilding the tiny copier in %s (older recipe)", path)
+                (path / ".complete").unlink(missing_ok=True)
+            if not usable():
+                log.info("building the tiny offline %s in %s", part, path)
+                build_tiny_models(root, vlm_builder=build_tiny_copier, parts=(part,))
+    if part == "vlm" and copier_version(path) is None:
+        log.warning("the tiny VLM in %s is the random one (its captions never name a concept); "
+                    "`repic models build-tiny --force %s` builds the name copier", path, root)
+    return path
 
 
 class ModelServices:
@@ -215,7 +230,7 @@ class ModelServices:
             embedder.load()
         except ModelUnavailable as exc:
             self._fallback("Embedder", configured, exc)
-            tiny = ensure_tiny_models(self.settings)["clip"]
+            tiny = ensure_tiny_models(self.settings, "clip")
             embedder = ClipEmbedder("local-dir:" + str(tiny), None, device="cpu")
             embedder.load()
             status["tiny"] = True
@@ -322,7 +337,7 @@ class ModelServices:
             local.load()
         except ModelUnavailable as exc:
             self._fallback("Caption model", cfg.model, exc)
-            tiny = ensure_tiny_models(self.settings)["vlm"]
+            tiny = ensure_tiny_models(self.settings, "vlm")
             local = InProcessBackend(
                 str(tiny), device="cpu", dtype="float32", min_pixels=None, max_pixels=None
             )

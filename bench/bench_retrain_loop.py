@@ -81,7 +81,9 @@ def evaluate(client: Any, admin: dict[str, str], version_id: int, set_name: str,
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--subjects", type=int, default=12)
+    parser.add_argument("--subjects", type=int, default=11,
+                        help="DreamBooth subjects registered (at most 11: one pool name "
+                        "in 97 is used).")
     parser.add_argument("--train-photos", type=int, default=3)
     parser.add_argument("--eval-photos", type=int, default=2)
     parser.add_argument("--steps", type=int, default=None,
@@ -113,7 +115,8 @@ def main() -> int:
             auth={"argon2_time_cost": 1, "argon2_memory_kib": 1024},
         )
         began = time.perf_counter()
-        paths = ensure_tiny_models(Settings(**common))  # type: ignore[arg-type]
+        tiny_settings = Settings(**common)  # type: ignore[arg-type]
+        paths = {part: ensure_tiny_models(tiny_settings, part) for part in ("vlm", "clip")}
         figures["build_tiny_s"] = round(time.perf_counter() - began, 1)
         marker = json.loads((paths["vlm"] / "repic_tiny.json").read_text())
         figures["copier"] = {k: marker.get(k) for k in
@@ -137,9 +140,10 @@ def main() -> int:
                 token = check(client.post("/api/auth/token", data={
                     "username": "admin", "password": PASSWORD}))["access_token"]
                 admin = {"Authorization": f"Bearer {token}"}
-                names = copier_names()[::97][: args.subjects]
                 shown = subjects(args.subjects, args.train_photos + args.eval_photos)
-                for name, photos in zip(names, shown, strict=False):
+                names = copier_names()[::97][: len(shown)]
+                shown = shown[: len(names)]
+                for name, photos in zip(names, shown, strict=True):
                     files = [("images", (p.name, p.read_bytes(), "image/jpeg")) for p in photos]
                     concept = check(client.post("/api/concepts", headers=admin, files=files, data={
                         "name": name.strip("<>"), "category": photos[0].parent.name,

@@ -6,15 +6,19 @@ embedded profile was 0 before and after a retrain. This one is built in two part
 here because a reader of its captions should know what they are:
 
 1. **A wired copy head.** Every first name of the trainer's fake-name pool
-   (:class:`trainer.fake_names.FakeNameSampler`, the names training records are filled with) is
-   one token ``<Name>``. Its embedding is a shared "name" direction ``u`` plus a random identity
+   (:class:`trainer.fake_names.FakeNameSampler` with its default locales and seed 0, the names
+   a retrain with ``trainer/configs/tiny_copier.yaml`` fills its records with) is one token
+   ``<Name>``. Its embedding is a shared "name" direction ``u`` plus a random identity
    part orthogonal to ``u``; every other token's embedding is orthogonal to ``u``. The first
    layer's attention is set by hand: its query is a constant bias and its key reads ``u``, both
    in the lowest-frequency rotary pair (RoPE wavelength far longer than any prompt), so every
-   position attends to the name tokens before it, whatever their distance; its values and
-   output are the identity, so the name's own embedding lands in the residual stream. With tied
-   input and output embeddings that raises exactly the names present in the prompt. The head,
-   the name embeddings and ``u`` stay fixed during the warm-up.
+   position attends to the name tokens before it, whatever their distance (image tokens, from
+   the random vision tower, are not orthogonal to ``u`` but score far below a name); its values
+   and output are the identity, so the name's own embedding lands in the residual stream. With tied
+   input and output embeddings that raises exactly the names present in the prompt. The head
+   and the name embeddings stay fixed during the warm-up; the other embeddings' gradients have
+   their ``u`` part removed, but Adam's per-coordinate scaling lets them drift a little towards
+   ``u`` (measured by the warm-up's checks, not prevented).
 2. **A short supervised warm-up** (800 AdamW steps, about 90 s on 2 CPU cores) teaches the
    rest of the language model when to use the copy and what to write around it, on prompts in
    serving's layout (:func:`app.ml.prompt.build_caption_prompt`) and in single-ICT's training
@@ -33,13 +37,14 @@ concept whose name is not in the pool is spelled byte by byte and never copied.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import random
+import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,14 +77,15 @@ _INFOS = ("a dog", "a cat", "a red mug", "a backpack", "a toy robot", "a vase", 
 
 # Wiring constants (scales of the hand-set weights, chosen so the copy head's attention
 # on a name token exceeds any other by e^20 and a copied name's logit leads the others').
-_NAME_SHARED = 4.0     # size of u in a name embedding
-_NAME_IDENTITY = 4.0   # size of a name's own part
-_OTHER_STD = 0.5       # per-dimension spread of every other token's embedding
-_QUERY_BIAS = 6.0
-_KEY_GAIN = 3.0
+NAME_SHARED = 4.0      # size of u in a name embedding
+NAME_IDENTITY = 4.0    # size of a name's own part
+OTHER_STD = 0.5        # per-dimension spread of every other token's embedding
+QUERY_BIAS = 6.0       # the copy head's query, in the lowest-frequency rotary slot
+KEY_GAIN = 3.0         # its key: KEY_GAIN * (normalised input . u)
+ROPE_THETA = 1_000_000.0
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class CopierRecipe:
     """The warm-up's knobs (kept in the model's marker file)."""
 
@@ -91,6 +97,10 @@ class CopierRecipe:
     two_demo_share: float = 0.4
     first_token_weight: float = 5.0
     torch_threads: int = 2
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError("the warm-up needs at least one step of at least one example")
 
 
 def copier_names() -> list[str]:
@@ -105,9 +115,8 @@ def prompt_words() -> list[str]:
     """The words of every text the copier is prompted with or writes, as the byte-level
     pre-tokenizer cuts them (``" caption"``, ``"Below"``): each becomes one token, so prompts
     are a few times shorter than in bytes (faster warm-up, retrain and captions) and the word
-    "personalized" is one token the model can attend to."""
-    import re
-
+    "personalized" is one token the model can attend to. (A few words still split, see
+    :func:`app.ml.tiny_vlm._build_tokenizer`; the roles after ``<|im_start|>`` are spelled.)"""
     from app.ml import instructions, prompt
 
     texts = [prompt.SYSTEM_TEXT, prompt.QUERY_PREFIX, *prompt.CAPTION_QUESTIONS,
@@ -120,9 +129,18 @@ def prompt_words() -> list[str]:
     found: dict[str, None] = {}
     for text in texts:
         for word in re.findall(r"[^\r\n\w]?[A-Za-z]+", text):
-            if word[0] in " " or word[0].isalpha():
+            if word[0] == " " or word[0].isalpha():
                 found.setdefault(word, None)
     return list(found)
+
+
+def copier_parts() -> tuple[Any, Any]:
+    """The copier's config and processor: pool names and prompt words as tokens, tied
+    embeddings, one key/value head per attention head, long RoPE wavelengths."""
+    from app.ml.tiny_vlm import tiny_vlm_parts
+
+    return tiny_vlm_parts(copier_names(), words=prompt_words(), tie_word_embeddings=True,
+                          rope_theta=ROPE_THETA, text_overrides={"num_key_value_heads": 4})
 
 
 def copier_version(path: Path | str) -> int | None:
@@ -173,12 +191,12 @@ def wire_copy_head(model: Any, name_ids: Sequence[int], seed: int = 0) -> Any:
     u = u / u.norm()
     ids = torch.tensor(list(name_ids))
     with torch.no_grad():
-        table = torch.randn(embeddings.shape, generator=generator) * _OTHER_STD
+        table = torch.randn(embeddings.shape, generator=generator) * OTHER_STD
         identity = torch.randn(len(ids), hidden, generator=generator)
         identity -= (identity @ u)[:, None] * u
-        identity = identity / identity.norm(dim=1, keepdim=True) * _NAME_IDENTITY
+        identity = identity / identity.norm(dim=1, keepdim=True) * NAME_IDENTITY
         table -= (table @ u)[:, None] * u
-        table[ids] = _NAME_SHARED * u + identity
+        table[ids] = NAME_SHARED * u + identity
         embeddings.copy_(table)
         if model.lm_head.weight.data_ptr() != embeddings.data_ptr():
             model.lm_head.weight.copy_(table)
@@ -190,9 +208,9 @@ def wire_copy_head(model: Any, name_ids: Sequence[int], seed: int = 0) -> Any:
             proj.weight.zero_()
             proj.bias.zero_()
         for head in range(heads):
-            attention.q_proj.bias[head * head_dim + slot] = _QUERY_BIAS
+            attention.q_proj.bias[head * head_dim + slot] = QUERY_BIAS
         for head in range(kv_heads):
-            attention.k_proj.weight[head * head_dim + slot] = _KEY_GAIN * u
+            attention.k_proj.weight[head * head_dim + slot] = KEY_GAIN * u
         attention.v_proj.weight.copy_(torch.eye(hidden))
         attention.v_proj.bias.zero_()
         attention.o_proj.weight.copy_(torch.eye(hidden))
@@ -221,14 +239,13 @@ def _freeze_wiring(model: Any, name_ids: Sequence[int], u: Any) -> None:
 
 # ----------------------------------------------------------------------------- data
 
-@dataclass
+@dataclasses.dataclass
 class _Example:
     messages: list[dict[str, Any]]
     images: list[Any]
     target: str
     names: list[str]
     personal: bool
-    layout: str
 
 
 def _square(rng: random.Random) -> Any:
@@ -262,7 +279,7 @@ def make_example(rng: random.Random, names: Sequence[str], recipe: CopierRecipe,
         problem = ict_single_problem(shown[0], question) + draw_ict_suffix(rng)
         prompt = build_training_prompt([_square(rng), _square(rng)], problem)
     target = named_caption(rng.choice(shown)) if named else plain_caption()
-    return _Example(prompt.messages, prompt.images, target, shown, asked, layout)
+    return _Example(prompt.messages, prompt.images, target, shown, asked)
 
 
 def _batch(processor: Any, examples: Sequence[_Example]) -> dict[str, Any]:
@@ -273,8 +290,11 @@ def _batch(processor: Any, examples: Sequence[_Example]) -> dict[str, Any]:
     texts = [processor.apply_chat_template(e.messages, tokenize=False, add_generation_prompt=True)
              + e.target + end for e in examples]
     images = [image for e in examples for image in e.images]
-    tokenizer.padding_side = "right"
-    inputs = processor(text=texts, images=images, padding=True, return_tensors="pt")
+    side, tokenizer.padding_side = tokenizer.padding_side, "right"
+    try:
+        inputs = processor(text=texts, images=images, padding=True, return_tensors="pt")
+    finally:
+        tokenizer.padding_side = side
     labels = torch.full_like(inputs["input_ids"], -100)
     lengths = inputs["attention_mask"].sum(dim=1)
     for row, example in enumerate(examples):
@@ -311,7 +331,7 @@ def first_token_check(model: Any, processor: Any, examples: Sequence[_Example]) 
 
     tokenizer = processor.tokenizer
     plain_first = tokenizer(PLAIN_OPENING, add_special_tokens=False)["input_ids"][0]
-    tokenizer.padding_side = "left"
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
     right = {"personal": 0, "plain": 0}
     total = {"personal": 0, "plain": 0}
     with torch.no_grad():
@@ -331,7 +351,7 @@ def first_token_check(model: Any, processor: Any, examples: Sequence[_Example]) 
                     right[kind] += token in wanted
                 else:
                     right[kind] += token == plain_first
-    tokenizer.padding_side = "right"
+    tokenizer.padding_side = side
     return {f"{kind}_first_token_ok": right[kind] / total[kind] if total[kind] else 0.0
             for kind in total}
 
@@ -342,25 +362,20 @@ def build_tiny_copier(out_dir: Path | str, *, seed: int = 0, recipe: CopierRecip
                       progress: Callable[[int, int, float], None] | None = None) -> Path:
     """Build, wire, warm up and save the name-copying tiny Qwen2.5-VL to ``out_dir``.
 
-    Deterministic for a given ``seed`` and recipe on one machine. ``progress(step, steps,
-    loss)`` is called every 25 steps. The marker file records the recipe and the checks.
+    Deterministic for a given ``seed`` and recipe on one machine (``seed`` replaces the
+    recipe's). ``progress(step, steps, loss)`` is called every 25 steps. The marker file
+    records the recipe and the checks.
     """
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from app.ml.tiny_vlm import finish_tiny_model, tiny_vlm_parts
+    from app.ml.tiny_vlm import finish_tiny_model
 
-    recipe = recipe or CopierRecipe(seed=seed)
+    recipe = dataclasses.replace(recipe or CopierRecipe(), seed=seed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     names = copier_names()
-    config, processor = tiny_vlm_parts(
-        names, words=prompt_words(), tie_word_embeddings=True,
-        text_overrides={
-            "num_key_value_heads": 4,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1_000_000.0,
-                                "mrope_section": [2, 3, 3]},
-        })
+    config, processor = copier_parts()
     tokenizer = processor.tokenizer
     name_ids = tokenizer.convert_tokens_to_ids(names)
     started = time.monotonic()
@@ -404,7 +419,7 @@ def build_tiny_copier(out_dir: Path | str, *, seed: int = 0, recipe: CopierRecip
         parameter.requires_grad_(True)
     marker = {
         "builder": "trainer.tiny_copier.build_tiny_copier", "seed": recipe.seed,
-        "copier": COPIER_VERSION, "recipe": asdict(recipe), "names": len(names),
+        "copier": COPIER_VERSION, "recipe": dataclasses.asdict(recipe), "names": len(names),
         "final_loss": round(loss_value, 4), "checks_before": before, "checks_after": after,
         "warm_up_s": round(time.monotonic() - started, 1),
     }

@@ -17,10 +17,10 @@ def models_build_tiny(
     directory: Annotated[Path, typer.Argument(help="Folder to write vlm/, clip/, detector/ to.")],
     force: Annotated[bool, typer.Option(help="Rebuild even if present.")] = False,
     copier: Annotated[bool, typer.Option(
-        help="The VLM learns to copy concept names from its prompt (a warm-up of about a "
-        "minute on CPU); --no-copier keeps it random (what the tests use).")] = True,
+        help="The VLM learns to copy concept names from its prompt (a warm-up of about 90 s "
+        "on 2 CPU cores); --no-copier keeps it random (what the tests use).")] = True,
     warm_up_steps: Annotated[int, typer.Option(
-        min=0, help="Warm-up steps of the name-copying VLM (more: steadier, slower).")] = 800,
+        min=1, help="Warm-up steps of the name-copying VLM (more: steadier, slower).")] = 800,
 ) -> None:
     """Build tiny models (Qwen2.5-VL, CLIP, OWLv2) with no download: CLIP and OWLv2 random,
     the Qwen2.5-VL wired and warmed up to copy names (see trainer/tiny_copier.py)."""

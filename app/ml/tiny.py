@@ -11,7 +11,7 @@ Layout, the same as real models so the same loading code reads both::
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -23,20 +23,20 @@ def tiny_paths(root: Path) -> dict[str, Path]:
     return {part: root / part for part in PARTS}
 
 
-def tiny_models_ready(root: Path) -> bool:
+def tiny_models_ready(root: Path, parts: Sequence[str] = PARTS) -> bool:
     paths = tiny_paths(root)
-    return all((p / ".complete").exists() for p in paths.values())
+    return all((paths[part] / ".complete").exists() for part in parts)
 
 
 def build_tiny_models(
     root: Path, seed: int = 0, force: bool = False,
-    vlm_builder: Callable[..., Path] | None = None,
+    vlm_builder: Callable[..., Path] | None = None, parts: Sequence[str] = PARTS,
 ) -> dict[str, Path]:
     """Build the tiny VLM, CLIP and detector under ``root`` (skipping complete ones).
 
     ``vlm_builder`` replaces the random VLM's builder: the offline demo and ``repic models
     build-tiny`` pass the name-copying one (:func:`trainer.tiny_copier.build_tiny_copier`);
-    tests keep the random one, which builds in a second.
+    tests keep the random one, which builds in a second. Only ``parts`` are built.
     """
     from app.ml.tiny_clip import build_tiny_clip
     from app.ml.tiny_detector import build_tiny_owl
@@ -48,7 +48,8 @@ def build_tiny_models(
         "detector": build_tiny_owl,
     }
     paths = tiny_paths(root)
-    for part, path in paths.items():
+    for part in parts:
+        path = paths[part]
         marker = path / ".complete"
         if marker.exists() and not force:
             continue

@@ -8,7 +8,8 @@ round-trip, and so does ``transformers serve <path>``.
 Choices (ML_STACK_NOTES.md, "A tiny Qwen2.5-VL with no download"):
 
 - a byte-level tokenizer (256 byte symbols, no merges) plus Qwen's special tokens and the
-  Qwen2-VL chat template: deterministic, about 270 tokens, no vocabulary file to ship;
+  Qwen2-VL chat template: deterministic, about 270 tokens, no vocabulary file to ship (the
+  name copier of :mod:`trainer.tiny_copier` adds merges for the words of its prompts);
 - a 2-layer, 64-wide text model and a 2-block, 64-wide vision tower (about 360k parameters);
 - images bounded to 56*56..112*112 pixels by the saved image processor so a test prompt with
   several images stays a few hundred tokens; callers may still override the bounds at load time.
@@ -80,7 +81,8 @@ _MROPE_SECTION = [2, 3, 3]
 def _build_tokenizer(extra_tokens: Sequence[str], words: Sequence[str] = ()) -> Any:
     """Byte-level BPE: the 256 byte symbols, plus, for each of ``words`` (pre-tokenizer pieces
     such as ``" caption"``), the merges that build it left to right (every prefix becomes a
-    token), so a word of the list is one token and any other text still round-trips."""
+    token), so a word of the list is one token (but see the comment below) and any other text
+    still round-trips."""
     from tokenizers.pre_tokenizers import ByteLevel
     from transformers import Qwen2Tokenizer
 
@@ -90,6 +92,9 @@ def _build_tokenizer(extra_tokens: Sequence[str], words: Sequence[str] = ()) -> 
     merges: list[tuple[str, str]] = []
     known: set[tuple[str, str]] = set()
     to_symbols = ByteLevel(add_prefix_space=False, use_regex=False)
+    # Merge ranks are global and follow the list's order: a pair of letters from an earlier
+    # word at a line start ("You" -> (Y, o)) outranks a later word's space merge (" Your" ->
+    # (Ġ, Y)), so such a word splits in two ("Ġ", "You", "r"); text still round-trips.
     for word in words:
         symbols = to_symbols.pre_tokenize_str(word)[0][0]
         prefix = symbols[0]
@@ -152,14 +157,16 @@ def tiny_vlm_parts(
     words: Sequence[str] = (),
     initializer_range: float = 0.02,
     tie_word_embeddings: bool = False,
+    rope_theta: float = 10000.0,
     text_overrides: dict[str, Any] | None = None,
 ) -> tuple[Any, Any]:
     """The tiny Qwen2.5-VL's config and processor (tokenizer with ``extra_tokens``).
 
     ``text_overrides`` replace entries of the text config (the name-copying model of
-    :mod:`trainer.tiny_copier` asks for one key/value head per attention head and a longer RoPE
-    wavelength); ``tie_word_embeddings`` shares the input embeddings with the output layer;
-    ``words`` become single tokens (:func:`_build_tokenizer`).
+    :mod:`trainer.tiny_copier` asks for one key/value head per attention head; it also asks
+    for a larger ``rope_theta``, longer RoPE wavelengths); ``tie_word_embeddings`` shares the
+    input embeddings with the output layer; ``words`` become single tokens
+    (:func:`_build_tokenizer`).
     """
     from transformers import (
         Qwen2_5_VLConfig,
@@ -195,7 +202,7 @@ def tiny_vlm_parts(
         "initializer_range": initializer_range,
         "rope_parameters": {
             "rope_type": "default",
-            "rope_theta": 10000.0,
+            "rope_theta": rope_theta,
             "mrope_section": list(_MROPE_SECTION),
         },
         "bos_token_id": endoftext,
@@ -264,7 +271,8 @@ def finish_tiny_model(model: Any, processor: Any, out_dir: Path, marker: dict[st
 
 
 def is_tiny_model(path: str | Path) -> bool:
-    """True when ``path`` is a local folder written by :func:`build_tiny_vlm`.
+    """True when ``path`` is a local folder written by :func:`build_tiny_vlm` (or another tiny
+    builder: the Qwen3-VL one, the name copier of :mod:`trainer.tiny_copier`).
 
     A hub id (or any path that is not a folder) is never tiny; an unreadable marker counts as
     not tiny rather than failing a health check.

@@ -113,3 +113,20 @@ def test_production_profile_refuses_to_start_without_the_model(settings_factory)
 def test_production_needs_a_secret_key(settings_factory) -> None:
     with pytest.raises(ValueError, match="REPIC_AUTH__SECRET_KEY"):
         settings_factory(profile="production")
+
+
+def test_the_tiny_fallback_builds_only_the_model_it_needs(settings_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from app.model_services import ensure_tiny_models
+
+    settings = settings_factory(tiny_models_dir=tmp_path / "tiny")
+    clip = ensure_tiny_models(settings, "clip")
+    assert (clip / ".complete").is_file()
+    # The name copier (about 90 s) is not built for a process that needs CLIP only.
+    assert not (tmp_path / "tiny" / "vlm").exists()
+
+
+def test_a_ready_tiny_model_is_used_without_a_lock(settings_factory, tiny_models) -> None:  # type: ignore[no-untyped-def]
+    from app.model_services import ensure_tiny_models
+
+    assert ensure_tiny_models(settings_factory(), "detector") == tiny_models / "detector"
+    assert not (tiny_models / ".build.lock").exists()

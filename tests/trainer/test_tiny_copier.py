@@ -18,9 +18,13 @@ from app.ml.prompt import CAPTION_QUESTIONS, Demonstration, build_caption_prompt
 from trainer.rewards import ict_reward
 from trainer.tiny_copier import (
     COPIER_VERSION,
+    KEY_GAIN,
+    NAME_SHARED,
+    QUERY_BIAS,
     CopierRecipe,
     build_tiny_copier,
     copier_names,
+    copier_parts,
     copier_version,
     is_personal_question,
     named_caption,
@@ -35,10 +39,7 @@ pytestmark = pytest.mark.nodb
 
 @pytest.fixture(scope="module")
 def parts() -> tuple[Any, Any]:
-    from app.ml.tiny_vlm import tiny_vlm_parts
-
-    return tiny_vlm_parts(copier_names(), words=prompt_words(), tie_word_embeddings=True,
-                          text_overrides={"num_key_value_heads": 4})
+    return copier_parts()
 
 
 def _first_token(model: Any, processor: Any, prompt: Any) -> str:
@@ -61,10 +62,18 @@ def test_every_pool_name_is_one_token(parts) -> None:  # type: ignore[no-untyped
         assert name in tokenizer.tokenize(f"Name: {name}, Info: a dog")
 
 
-def test_prompt_words_are_one_token_and_any_text_round_trips(parts) -> None:  # type: ignore[no-untyped-def]
+def test_nearly_every_prompt_word_is_one_token(parts) -> None:  # type: ignore[no-untyped-def]
     _, processor = parts
     tokenizer = processor.tokenizer
+    words = prompt_words()
+    split = [w for w in words if len(tokenizer.tokenize(w)) != 1]
     assert tokenizer.tokenize(" personalized") == ["Ġpersonalized"]
+    assert len(split) < len(words) / 20, split
+
+
+def test_any_text_round_trips_in_fewer_tokens_than_bytes(parts) -> None:  # type: ignore[no-untyped-def]
+    _, processor = parts
+    tokenizer = processor.tokenizer
     text = "Give a personalized caption of this photograph, <Anna> and ünïcode 123."
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     assert tokenizer.decode(ids) == text
@@ -89,10 +98,17 @@ def test_wired_head_copies_the_shown_name_before_any_training(parts) -> None:  #
 
 def test_warm_up_keeps_the_copy_head_and_the_name_embeddings(tmp_path: Path) -> None:
     import torch
-    from transformers import AutoModelForImageTextToText, AutoTokenizer
+    from transformers import (
+        AutoModelForImageTextToText,
+        AutoTokenizer,
+        Qwen2_5_VLForConditionalGeneration,
+    )
 
     out = build_tiny_copier(tmp_path / "vlm", recipe=CopierRecipe(steps=3, batch_size=2))
     marker = json.loads((out / "repic_tiny.json").read_text())
+    config, _ = copier_parts()
+    torch.manual_seed(0)
+    untrained = Qwen2_5_VLForConditionalGeneration(config)
     assert marker["copier"] == COPIER_VERSION and marker["tiny"] is True
     assert marker["checks_before"]["personal_first_token_ok"] == 1.0
     model = AutoModelForImageTextToText.from_pretrained(out)
@@ -100,16 +116,19 @@ def test_warm_up_keeps_the_copy_head_and_the_name_embeddings(tmp_path: Path) -> 
     attention = language.layers[0].self_attn
     head_dim = model.config.text_config.hidden_size // model.config.text_config.num_attention_heads
     q_bias = attention.q_proj.bias.view(-1, head_dim)
-    assert torch.all(q_bias[:, head_dim // 2 - 1] == 6.0)
+    assert torch.all(q_bias[:, head_dim // 2 - 1] == QUERY_BIAS)
     assert torch.count_nonzero(attention.q_proj.weight) == 0
     assert torch.equal(attention.o_proj.weight, torch.eye(attention.o_proj.weight.shape[0]))
     # The name direction u: what the key reads; name embeddings keep their share of it.
-    u = attention.k_proj.weight[head_dim // 2 - 1] / 3.0
+    u = attention.k_proj.weight[head_dim // 2 - 1] / KEY_GAIN
     names = torch.tensor(AutoTokenizer.from_pretrained(out).convert_tokens_to_ids(
         copier_names()[:20]))
     shares = language.embed_tokens.weight[names] @ u
-    assert torch.allclose(shares, torch.full_like(shares, 4.0), atol=1e-4)
+    assert torch.allclose(shares, torch.full_like(shares, NAME_SHARED), atol=1e-4)
     assert model.lm_head.weight.data_ptr() == language.embed_tokens.weight.data_ptr()
+    # ... while what the warm-up trains did change.
+    before = untrained.model.language_model.layers[1].mlp.down_proj.weight
+    assert not torch.equal(language.layers[1].mlp.down_proj.weight, before)
 
 
 def test_named_caption_passes_the_ict_reward_and_the_plain_one_does_not() -> None:
@@ -120,6 +139,11 @@ def test_named_caption_passes_the_ict_reward_and_the_plain_one_does_not() -> Non
 def test_half_the_caption_questions_ask_for_a_personalized_caption() -> None:
     assert [is_personal_question(q) for q in CAPTION_QUESTIONS] == [True, False, True, False]
     assert 0 < sum(map(is_personal_question, ICT_QUESTIONS)) < len(ICT_QUESTIONS) / 4
+
+
+def test_a_recipe_without_steps_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least one step"):
+        CopierRecipe(steps=0)
 
 
 def test_a_copier_of_an_older_recipe_is_stale(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -323,7 +324,8 @@ def test_the_photo_trains_only_with_its_owners_consent(container: Any) -> None:
     assert _groups(container) == []
 
 
-def test_a_name_copier_base_is_retrained_with_its_own_config(container: Any, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_name_copier_base_is_retrained_with_its_own_config(container: Any, tmp_path: Path
+                                                            ) -> None:
     import json
 
     from trainer.arguments import CONFIG_DIR
